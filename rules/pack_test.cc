@@ -11,7 +11,9 @@
 // raw parser reads its stamp), but those listed in kUntimedRawExamples with why. No rule that
 // blocks may match what a page can make its readers' browsers send (a drive-by corpus of URLs
 // and referers with stock user agents, as access logs, nginx's and Apache's error logs and
-// Cloudflare Logpush records write it): a page would ban its readers.
+// Cloudflare Logpush records write it): a page would ban its readers. Nor may one match what one
+// UDP packet with a forged source makes a server log, or the line a user name holding a newline
+// writes after the server's own: whoever sends them would choose whom to ban.
 
 #include <iterator>
 #include <map>
@@ -187,7 +189,6 @@ constexpr UntimedRawExample kUntimedRawExamples[] = {
     {"openhab-auth-failed", "",
      "the NCSA time follows the client's user field, with a localised month (\"sept.\")"},
     {"nextcloud-login-failed", "", "a JSON record: its time is a field, not a leading stamp"},
-    {"cloudflare-token-misuse", "", "a JSON audit record: its time is a field, not a stamp"},
     {"cloudflare-token-leaked", "", "any program's text leaking a token: no stamp of its own"},
     {"grafana-login-failed", "logger=",
      "Grafana 8+ writes t= after the client's uname=: not read, so no user name dates a line"},
@@ -291,6 +292,8 @@ constexpr DriveByRequest kDriveByRequests[] = {
     {"GET", "/admin/", "403"},
     {"POST", "/login", "401"},
     {"GET", "/api/v2/keys", "401"},
+    // A path of a basic-auth app that logs in the common format (openHAB's REST API).
+    {"GET", "/rest/items", "401"},
 };
 constexpr const char* kStockAgents[] = {
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -303,7 +306,12 @@ TEST(PackTest, NoBlockingRuleMatchesWhatAPageMakesABrowserSend) {
   absl::StatusOr<std::shared_ptr<const RuleSet>> set = CompileShippedPacks();
   ASSERT_TRUE(set.ok()) << set.status();
   std::vector<std::string> lines;
+  // The request line alone, as the common log format (Apache's `common`, Jetty's NCSA request
+  // log) writes it: no referer, no user agent, so nothing but the answer tells a page's request.
+  std::vector<std::string> common_lines;
   for (const DriveByRequest& r : kDriveByRequests) {
+    common_lines.push_back(absl::StrCat("203.0.113.9 - - [03/Mar/2026:14:02:01 +0000] \"",
+                                        r.method, " ", r.target, " HTTP/1.1\" ", r.status, " 153"));
     for (const char* agent : kStockAgents) {
       // The payload in the request line, the forum page as the referer.
       lines.push_back(absl::StrCat("203.0.113.9 - - [03/Mar/2026:14:02:01 +0000] \"", r.method, " ",
@@ -318,19 +326,22 @@ TEST(PackTest, NoBlockingRuleMatchesWhatAPageMakesABrowserSend) {
   struct Shape {
     palisade::v1::LogFormat format;
     const char* prefix;
+    const std::vector<std::string>* bodies;
   };
-  constexpr Shape kShapes[] = {
-      {palisade::v1::LOG_FORMAT_COMBINED, ""},
-      {palisade::v1::LOG_FORMAT_COMBINED, "www.example.com:443 "},
-      {palisade::v1::LOG_FORMAT_SYSLOG, "Mar  3 14:02:01 web-1 nginx: "},
-      {palisade::v1::LOG_FORMAT_SYSLOG5424, "<190>1 2026-03-03T14:02:01Z web-1 apache2 - - - "},
+  const Shape shapes[] = {
+      {palisade::v1::LOG_FORMAT_COMBINED, "", &lines},
+      {palisade::v1::LOG_FORMAT_COMBINED_VHOST, "www.example.com:443 ", &lines},
+      {palisade::v1::LOG_FORMAT_SYSLOG, "Mar  3 14:02:01 web-1 nginx: ", &lines},
+      {palisade::v1::LOG_FORMAT_SYSLOG5424, "<190>1 2026-03-03T14:02:01Z web-1 apache2 - - - ",
+       &lines},
+      {palisade::v1::LOG_FORMAT_COMBINED, "", &common_lines},
   };
   Engine engine(*set, EngineOptions());
   const absl::Time time = absl::FromUnixSeconds(1'772'000'000);
   int checked = 0;
-  for (const Shape& shape : kShapes) {
+  for (const Shape& shape : shapes) {
     LineParser parser(shape.format);
-    for (const std::string& body : lines) {
+    for (const std::string& body : *shape.bodies) {
       const std::string line = absl::StrCat(shape.prefix, body);
       ParsedLine parsed;
       ASSERT_TRUE(parser.Parse(line, time, &parsed).ok()) << line;
@@ -348,6 +359,135 @@ TEST(PackTest, NoBlockingRuleMatchesWhatAPageMakesABrowserSend) {
     }
   }
   EXPECT_GE(checked, 400);
+}
+
+// What one UDP packet with a forged source address makes a server log: a lookup or a policy
+// check on the first packet, before any round trip that would prove the address (a SIP REGISTER
+// or INVITE for an unknown peer or endpoint, a foreign domain, an ACL refusal; a tftp request
+// outside xinetd's only_from). Anyone can make these name any address, so no rule whose decision
+// is a block may match them: a managed challenge lets a forged victim pass.
+constexpr std::pair<palisade::v1::LogFormat, const char*> kForgedUdpSourceLines[] = {
+    {palisade::v1::LOG_FORMAT_RAW,
+     "[2026-03-03 14:02:01] NOTICE[1638] chan_sip.c: Registration from '<sip:100@192.0.2.5>' "
+     "failed for '198.51.100.7:5060' - No matching peer found"},
+    {palisade::v1::LOG_FORMAT_RAW,
+     "[2026-03-03 14:02:01] NOTICE[1638] chan_sip.c: Registration from '<sip:100@example.net>' "
+     "failed for '198.51.100.7:5060' - Not a local domain"},
+    {palisade::v1::LOG_FORMAT_RAW,
+     "[2026-03-03 14:02:01] NOTICE[1638] chan_sip.c: Registration from '<sip:100@192.0.2.5>' "
+     "failed for '198.51.100.7:5060' - Device does not match ACL"},
+    {palisade::v1::LOG_FORMAT_RAW,
+     "[2026-03-03 14:02:01] NOTICE[1638] chan_sip.c: Registration from '<sip:100@192.0.2.5>' "
+     "failed for '198.51.100.7:5060' - ACL error (permit/deny)"},
+    {palisade::v1::LOG_FORMAT_RAW,
+     "[2026-03-03 14:02:01] NOTICE[1638] chan_sip.c: Registration from '<sip:100@192.0.2.5>' "
+     "failed for '198.51.100.7:5060' - Peer is not supposed to register"},
+    {palisade::v1::LOG_FORMAT_RAW,
+     "[2026-03-03 14:02:01] NOTICE[1638] chan_sip.c: Registration from '<sip:100@192.0.2.5>' "
+     "failed for '198.51.100.7:5060' - Username/auth name mismatch"},
+    {palisade::v1::LOG_FORMAT_SYSLOG,
+     "Mar  3 14:02:01 pbx asterisk[811]: NOTICE[566]: chan_sip.c:28926 handle_request_register: "
+     "Registration from '<sip:100@192.0.2.5>' failed for '[2001:db8::7]:5060' - No matching "
+     "peer found"},
+    {palisade::v1::LOG_FORMAT_RAW,
+     "[2026-03-03 14:02:01] NOTICE[19388] res_pjsip/pjsip_distributor.c: Request 'REGISTER' from "
+     "'<sip:100@192.0.2.5>' failed for '198.51.100.7:5060' (callid: 1820392415) - No matching "
+     "endpoint found"},
+    {palisade::v1::LOG_FORMAT_RAW,
+     "[2026-03-03 14:02:01] NOTICE[19388] res_pjsip/pjsip_distributor.c: Request 'INVITE' from "
+     "'<sip:100@192.0.2.5>' failed for '[2001:db8::7]:5060' (callid: 1820392415) - Not match "
+     "Endpoint ACL"},
+    {palisade::v1::LOG_FORMAT_RAW,
+     "[2026-03-03 14:02:01] NOTICE[19388] res_pjsip/pjsip_distributor.c: Request 'REGISTER' from "
+     "'<sip:100@192.0.2.5>' failed for '198.51.100.7:5060' (callid: 1820392415) - Not match "
+     "Endpoint Contact ACL"},
+    {palisade::v1::LOG_FORMAT_SYSLOG,
+     "Mar  3 14:02:01 boot xinetd[811]: FAIL: tftp address from=198.51.100.7"},
+    // Asterisk's security log of the same first packets (fail2ban's asterisk test log).
+    {palisade::v1::LOG_FORMAT_RAW,
+     "[2013-05-13 07:10:53] SECURITY[1204] res_security_log.c: "
+     "SecurityEvent=\"InvalidAccountID\",EventTV=\"1368439853-500975\",Severity=\"Error\","
+     "Service=\"SIP\",EventVersion=\"1\",AccountID=\"00972599580679\","
+     "SessionID=\"0x7f8ecc0421f8\",LocalAddress=\"IPV4/UDP/192.0.2.5/5060\","
+     "RemoteAddress=\"IPV4/UDP/198.51.100.7/5060\""},
+    {palisade::v1::LOG_FORMAT_RAW,
+     "[2014-01-10 16:39:06] SECURITY[1503] res_security_log.c: "
+     "SecurityEvent=\"FailedACL\",EventTV=\"1389368346-880526\",Severity=\"Error\","
+     "Service=\"SIP\",EventVersion=\"1\",AccountID=\"\",SessionID=\"0x7ff408103b18\","
+     "LocalAddress=\"IPV4/UDP/192.0.2.5/5060\",RemoteAddress=\"IPV4/UDP/198.51.100.7/5066\","
+     "ACLName=\"domain_must_match\""},
+    {palisade::v1::LOG_FORMAT_SYSLOG,
+     "Mar  3 14:02:01 boot xinetd[811]: FAIL: tftp libwrap from=2001:db8::7"},
+};
+
+TEST(PackTest, NoBlockingRuleMatchesWhatOneForgedUdpPacketCauses) {
+  absl::StatusOr<std::shared_ptr<const RuleSet>> set = CompileShippedPacks();
+  ASSERT_TRUE(set.ok()) << set.status();
+  Engine engine(*set, EngineOptions());
+  const absl::Time time = absl::FromUnixSeconds(1'772'000'000);
+  for (const auto& [format, line] : kForgedUdpSourceLines) {
+    LineParser parser(format);
+    ParsedLine parsed;
+    ASSERT_TRUE(parser.Parse(line, time, &parsed).ok()) << line;
+    int matched = 0;
+    engine.MatchOnly(
+        format, parsed,
+        [&](const CompiledRule& rule, absl::string_view key) {
+          ++matched;
+          EXPECT_NE(rule.proto.decision().action(), palisade::v1::ACTION_BLOCK)
+              << rule.pack << "/" << rule.id() << " blocks " << key
+              << " on what one forged UDP packet makes the server log (challenge it): " << line;
+        },
+        time);
+    // The lines are what the packs are about: a corpus no rule reads tests nothing.
+    EXPECT_GT(matched, 0) << "no rule reads: " << line;
+  }
+}
+
+// What a user name holding a newline makes a server write after its own line: a second line of
+// the client's text, a whole failure naming another address. Through syslog PostgreSQL splits
+// every record and numbers its pieces ("[3-2] " is the second; "[2] " with
+// syslog_sequence_numbers off). Vaultwarden's log has no framing: a name can forge its prefix
+// too, so a rule reading that line may challenge, never block. No blocking rule may read these.
+constexpr std::pair<palisade::v1::LogFormat, const char*> kForgedContinuationLines[] = {
+    {palisade::v1::LOG_FORMAT_SYSLOG,
+     "Mar  3 14:02:01 db2 postgres[4245]: [2] 2026-03-03 14:02:01 UTC [1] 198.51.100.7 a@b "
+     "FATAL:  password authentication failed for user \"x\""},
+    {palisade::v1::LOG_FORMAT_SYSLOG,
+     "Mar  3 14:02:01 db2 postgres[4245]: [3-2] 2026-03-03 14:02:01.118 UTC [1] 198.51.100.7 a@b "
+     "FATAL:  password authentication failed for user \"x\""},
+    {palisade::v1::LOG_FORMAT_RAW,
+     "Username or password is incorrect. Try again. IP: 198.51.100.7. Username: y."},
+    {palisade::v1::LOG_FORMAT_SYSLOG,
+     "Mar  3 14:02:01 vault vaultwarden[811]: Username or password is incorrect. Try again. IP: "
+     "198.51.100.7. Username: y."},
+    {palisade::v1::LOG_FORMAT_RAW,
+     "[2026-03-03 14:02:01.118][vaultwarden::api::identity][ERROR] Username or password is "
+     "incorrect. Try again. IP: 198.51.100.7. Username: y."},
+    {palisade::v1::LOG_FORMAT_SYSLOG,
+     "Mar  3 14:02:01 vault vaultwarden[811]: [2026-03-03 14:02:01.118][vaultwarden::api::"
+     "identity][ERROR] Username or password is incorrect. Try again. IP: 198.51.100.7. "
+     "Username: y."},
+};
+
+TEST(PackTest, NoBlockingRuleReadsALineAUserNameWrote) {
+  absl::StatusOr<std::shared_ptr<const RuleSet>> set = CompileShippedPacks();
+  ASSERT_TRUE(set.ok()) << set.status();
+  Engine engine(*set, EngineOptions());
+  const absl::Time time = absl::FromUnixSeconds(1'772'000'000);
+  for (const auto& [format, line] : kForgedContinuationLines) {
+    LineParser parser(format);
+    ParsedLine parsed;
+    ASSERT_TRUE(parser.Parse(line, time, &parsed).ok()) << line;
+    engine.MatchOnly(
+        format, parsed,
+        [&](const CompiledRule& rule, absl::string_view key) {
+          EXPECT_NE(rule.proto.decision().action(), palisade::v1::ACTION_BLOCK)
+              << rule.pack << "/" << rule.id() << " blocks " << key
+              << " on a line a client's user name wrote: " << line;
+        },
+        time);
+  }
 }
 
 // `s` as a JSON string (the corpus holds no control bytes).

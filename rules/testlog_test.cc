@@ -52,7 +52,7 @@ TEST(TestLogTest, EveryPackLogMatchesItsAnnotations) {
       ++number;
       if (absl::StartsWith(line, "# format:")) {
         absl::StatusOr<palisade::v1::LogFormat> f =
-            ParseFormatName(absl::StripAsciiWhitespace(absl::string_view(line).substr(9)));
+            ParseOfflineFormatName(absl::StripAsciiWhitespace(absl::string_view(line).substr(9)));
         ASSERT_TRUE(f.ok()) << "line " << number << ": " << f.status();
         format = *f;
         continue;

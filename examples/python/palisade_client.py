@@ -22,6 +22,7 @@ FORMATS = {
     "syslog": rules_pb2.LOG_FORMAT_SYSLOG,
     "syslog5424": rules_pb2.LOG_FORMAT_SYSLOG5424,
     "combined": rules_pb2.LOG_FORMAT_COMBINED,
+    "combined_vhost": rules_pb2.LOG_FORMAT_COMBINED_VHOST,
     "raw": rules_pb2.LOG_FORMAT_RAW,
     "nginx_error": rules_pb2.LOG_FORMAT_NGINX_ERROR,
     "apache_error": rules_pb2.LOG_FORMAT_APACHE_ERROR,

@@ -1058,7 +1058,7 @@ absl::StatusOr<Ruleset> CloudflareClient::UpdateRulesetRule(const std::string& r
 
 absl::StatusOr<AuditLogPage> CloudflareClient::ListAuditLogs(absl::Time since, absl::Time before,
                                                              const std::string& cursor,
-                                                             int limit) {
+                                                             int limit, AuditOrder order) {
   return Guarded<absl::StatusOr<AuditLogPage>>([&]() -> absl::StatusOr<AuditLogPage> {
     Call call{"GET", "/accounts/" + options_.account_id + "/logs/audit", "logs/audit/list"};
     // `since` and `before` are required and are full dates: ask for the whole days around the
@@ -1067,11 +1067,12 @@ absl::StatusOr<AuditLogPage> CloudflareClient::ListAuditLogs(absl::Time since, a
     call.query = {{"since", absl::FormatTime("%Y-%m-%d", since, utc)},
                   {"before", absl::FormatTime("%Y-%m-%d", before + absl::Hours(24), utc)},
                   {"limit", std::to_string(limit)},
-                  {"direction", "asc"}};
+                  {"direction", order == AuditOrder::kNewestFirst ? "desc" : "asc"}};
     if (!cursor.empty()) call.query.emplace_back("cursor", cursor);
     absl::StatusOr<json> r = Send(call);
     if (!r.ok()) return r.status();
     AuditLogPage out;
+    bool reached_since = false;
     for (const json& j : (*r)["result"]) {
       AuditLogEntry e;
       e.id = Str(j, "id");
@@ -1091,10 +1092,14 @@ absl::StatusOr<AuditLogPage> CloudflareClient::ListAuditLogs(absl::Time since, a
         e.resource_type = Str(j["resource"], "type");
         e.resource_id = Str(j["resource"], "id");
       }
+      if (e.when < since && order == AuditOrder::kNewestFirst) {
+        reached_since = true;  // the rest is older: no need for the next page
+        break;
+      }
       if (e.when < since || e.when >= before) continue;
       out.items.push_back(std::move(e));
     }
-    if (r->contains("result_info") && (*r)["result_info"].is_object()) {
+    if (!reached_since && r->contains("result_info") && (*r)["result_info"].is_object()) {
       out.cursor = Str((*r)["result_info"], "cursor");
     }
     return out;

@@ -290,11 +290,16 @@ class CloudflareClient {
                                             const std::string& rule_id, const RulesetRule& rule);
 
   // --- audit logs (v2: the only version that names the token used for a call) ---
-  // Records from `since` (inclusive) to `before` (exclusive), oldest first, one page of at most
-  // `limit`; pass the previous page's cursor for the next one. The API filters by whole days
-  // (`since`/`before` are dates); the rest is filtered here.
+  // Records from `since` (inclusive) to `before` (exclusive), in `order`, one page of at most
+  // `limit`; pass the previous page's cursor, with the same since, before and order, for the next
+  // one. The API filters by whole days (`since`/`before` are dates); the rest is filtered here.
+  // Newest first, a record older than `since` ends the listing (the page's cursor is empty): the
+  // rest of that day is older still, so a poller reading back to a position pays only for the
+  // pages after it, however busy the day was before it.
+  enum class AuditOrder { kOldestFirst, kNewestFirst };
   absl::StatusOr<AuditLogPage> ListAuditLogs(absl::Time since, absl::Time before,
-                                             const std::string& cursor = "", int limit = 100);
+                                             const std::string& cursor = "", int limit = 100,
+                                             AuditOrder order = AuditOrder::kOldestFirst);
 
   int BudgetRemaining();
   const ClientOptions& options() const { return options_; }

@@ -291,6 +291,32 @@ TEST_F(ClientTest, AuditLogsV2AreCursorPagedAndNameTheToken) {
   EXPECT_THAT(none->items, SizeIs(0));
 }
 
+// Newest first, the listing ends at the first record older than `since`: a caller reading back
+// to its position does not page through the rest of the day.
+TEST_F(ClientTest, AuditLogsNewestFirstEndAtTheFirstRecordBeforeSince) {
+  auto client = Client(token_);
+  for (int i = 0; i < 6; ++i) {  // the API has three pages of two
+    ASSERT_THAT(client->CreateAccessRule(RuleScope::kAccount, "challenge", "ip",
+                                         absl::StrCat("203.0.113.", i + 1), ""),
+                IsOk());
+    clock_.Advance(absl::Seconds(10));
+  }
+  const absl::Time since = clock_.TimeNow() - absl::Seconds(25);  // the newest two
+  const absl::Time before = clock_.TimeNow();
+  absl::StatusOr<AuditLogPage> page = client->ListAuditLogs(
+      since, before, "", 2, CloudflareClient::AuditOrder::kNewestFirst);
+  ASSERT_THAT(page, IsOk());
+  ASSERT_THAT(page->items, SizeIs(2));
+  EXPECT_GT(page->items[0].when, page->items[1].when);
+  EXPECT_FALSE(page->cursor.empty());  // a full page: the next may still hold some
+  absl::StatusOr<AuditLogPage> next = client->ListAuditLogs(
+      since, before, page->cursor, 2, CloudflareClient::AuditOrder::kNewestFirst);
+  ASSERT_THAT(next, IsOk());
+  EXPECT_THAT(next->items, SizeIs(0));
+  EXPECT_TRUE(next->cursor.empty());  // its first record is older than since: the end, though
+                                      // the API has a third page
+}
+
 RulesetRule LoginLimit(const std::string& ref) {
   RulesetRule rule;
   rule.ref = ref;

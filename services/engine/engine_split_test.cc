@@ -161,7 +161,7 @@ TEST(EngineSplitTest, EveryPackTestLogFiveTimes) {
     while (std::getline(in, text)) {
       if (absl::StartsWith(text, "# format:")) {
         absl::StatusOr<palisade::v1::LogFormat> f =
-            ParseFormatName(absl::StripAsciiWhitespace(absl::string_view(text).substr(9)));
+            ParseOfflineFormatName(absl::StripAsciiWhitespace(absl::string_view(text).substr(9)));
         ASSERT_TRUE(f.ok()) << log << ": " << f.status();
         format = *f;
         continue;

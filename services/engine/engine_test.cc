@@ -969,7 +969,7 @@ TEST_F(EngineTest, ConditionsOnOtherCaptures) {
   constexpr absl::string_view kAuditPack = R"pb(
     rules {
       id: "misuse"
-      formats: LOG_FORMAT_RAW
+      formats: LOG_FORMAT_CLOUDFLARE_AUDIT
       key: "token_id"
       key_kind: TARGET_KIND_TOKEN_ID
       patterns: "ip=(?P<ip>\\S+) token=(?P<token_id>[0-9a-f]{32})"
@@ -994,7 +994,7 @@ TEST_F(EngineTest, ConditionsOnOtherCaptures) {
                                 "ip=203.0.113.5 token=0123456789abcdef0123456789abcdef"}) {
     ParsedLine line;
     line.message = raw;
-    engine.Process(LogFormat::LOG_FORMAT_RAW, line, raw, t0_, &out);
+    engine.Process(LogFormat::LOG_FORMAT_CLOUDFLARE_AUDIT, line, raw, t0_, &out);
   }
   ASSERT_THAT(out, SizeIs(1));
   EXPECT_EQ(out[0].key, "0123456789abcdef0123456789abcdef");

@@ -189,6 +189,16 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(
     if (f == LogFormat::LOG_FORMAT_UNSPECIFIED) {
       return RuleError(pack, rule.id(), "format LOG_FORMAT_UNSPECIFIED is not a format");
     }
+    // A token id revokes whatever token it names: only the audit records' own path (palisaded's
+    // poller, an admin's Ship) may name it, never a line that a shipper or a client wrote.
+    if (kind == TargetKind::TARGET_KIND_TOKEN_ID && f != LogFormat::LOG_FORMAT_CLOUDFLARE_AUDIT) {
+      return RuleError(
+          pack, rule.id(),
+          absl::StrCat("a TARGET_KIND_TOKEN_ID rule revokes the token it names, so it reads "
+                       "LOG_FORMAT_CLOUDFLARE_AUDIT only (the audit records palisaded reads "
+                       "itself), not ",
+                       palisade::v1::LogFormat_Name(static_cast<LogFormat>(f))));
+    }
   }
   if (rule.patterns().empty()) return RuleError(pack, rule.id(), "no patterns");
   // Rule.field: the patterns read one field of a JSON record, which only JSON formats have.
@@ -2118,8 +2128,10 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
       }
       auto index = std::make_unique<FormatIndex>();
       // Rules for COMBINED read the JSON access logs too: their records are rendered as combined
-      // lines (services/formats/json_parser.h). Field rules go by the field, not in the Sets.
-      const bool combined_too = RendersCombined(static_cast<LogFormat>(f));
+      // lines (services/formats/json_parser.h). And the vhost-prefixed access log, whose message
+      // is the combined line without the vhost. Field rules go by the field, not in the Sets.
+      const bool combined_too = RendersCombined(static_cast<LogFormat>(f)) ||
+                                f == LogFormat::LOG_FORMAT_COMBINED_VHOST;
       auto applies = [f, combined_too](const CompiledRule& rule) {
         if (!rule.proto.field().empty()) return false;
         for (int rf : rule.proto.formats()) {

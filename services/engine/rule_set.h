@@ -389,7 +389,7 @@ class RuleSet {
   // patterns, the web-attack probes).
   struct SetPart {
     // Null for the gated part. Formats whose Sets would hold the same patterns share one (and
-    // its DFA cache): the JSON access-log formats and COMBINED.
+    // its DFA cache): the JSON access-log formats, COMBINED and COMBINED_VHOST.
     std::shared_ptr<const RE2::Set> set;
     // The same question as `set` (the same members in the same order, the same anchoring),
     // answered by SetDfa for a line of ASCII bytes; null when a member uses syntax SetDfa does

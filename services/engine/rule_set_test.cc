@@ -207,6 +207,38 @@ TEST(RuleSetTest, ActuatorMustFitTheKey) {
                                           HasSubstr("cannot act on a TARGET_KIND_IP key")));
 }
 
+// A token id revokes the token it names: a rule keyed by one may read only the audit records
+// palisaded fetches itself, never a format a shipper or a logged client writes.
+TEST(RuleSetTest, ATokenIdRuleReadsAuditRecordsOnly) {
+  constexpr absl::string_view kTokenId = R"pb(
+    rules {
+      id: "token-misuse"
+      formats: [ LOG_FORMAT_CLOUDFLARE_AUDIT, FORMAT ]
+      key: "token_id"
+      key_kind: TARGET_KIND_TOKEN_ID
+      unanchored_key_reason: "test"
+      patterns: "\"token_id\":\"(?P<token_id>[0-9a-f]{32})\""
+      threshold { count: 1 }
+      decision {
+        action: ACTION_REVOKE_TOKEN
+        duration { seconds: 60 }
+      }
+    }
+  )pb";
+  for (absl::string_view format : {"LOG_FORMAT_RAW", "LOG_FORMAT_JSON", "LOG_FORMAT_SYSLOG"}) {
+    std::string text(kTokenId);
+    text.replace(text.find("FORMAT ]"), std::string("FORMAT").size(), std::string(format));
+    EXPECT_THAT(CompileText(text),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         AllOf(HasSubstr("rule \"token-misuse\""),
+                               HasSubstr("LOG_FORMAT_CLOUDFLARE_AUDIT only"),
+                               HasSubstr(std::string(format)))));
+  }
+  std::string text(kTokenId);
+  text.replace(text.find(", FORMAT ]"), std::string(", FORMAT").size(), "");
+  EXPECT_THAT(CompileText(text), IsOk());
+}
+
 // Key anchoring (issue 12): patterns that let the writer of a line choose the key, and patterns
 // that do not.
 KeyPlacement Placement(absl::string_view pattern, absl::string_view key = "ip") {

@@ -372,6 +372,8 @@ int ParseUnix(absl::string_view v, TimeLayout layout, absl::Time* out) {
       return 1;
     }
     case TimeLayout::kUnixMs:
+      // Past 9999 as kUnix (and a count past INT64_MAX would wrap to before 1970).
+      if (n > 253'402'300'799'999ULL) return -1;
       *out = absl::FromUnixMillis(static_cast<int64_t>(n)) + frac_nanos(6);
       return 1;
     case TimeLayout::kRfc3339:  // microseconds, from kAuto only
@@ -652,7 +654,10 @@ absl::Status JsonLineParser::Flatten(absl::string_view line) {
   // cut are the server's as they were written, and the record is read from them. Else a client
   // could hide any request behind an 8 KB user agent. A mapped field after the cut is missing,
   // as for any record.
-  const bool cut = !ok && handler.started() && handler.syntax_error_at() >= line.size();
+  // Only while the top-level object is open: a whole record with a stray byte after it (where
+  // the syntax breaks at the last byte too) was not cut, and is no record.
+  const bool cut = !ok && handler.started() && !handler.complete() &&
+                   handler.syntax_error_at() >= line.size();
   if (cut) {
     // The last value read may itself be cut: a number or literal that ends where the input
     // does ("status":40 of 403) is dropped.

@@ -456,6 +456,42 @@ TEST(JsonParserTest, RecordCutAtTheLineCapIsReadFromItsWholeFields) {
   EXPECT_THAT(p.Parse("nonsense", kRef, &out), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+// A whole record with a stray byte after it was not cut by the pipeline: it is no record (the
+// cut rule above is for a top-level object the input ended inside).
+TEST(JsonParserTest, AStrayByteAfterAWholeRecordIsMalformedNotCut) {
+  LineParser p(LogFormat::LOG_FORMAT_NGINX_JSON);
+  ParsedLine out;
+  const std::string record =
+      R"({"time":"2026-03-03T14:02:01Z","remote_addr":"203.0.113.7","request_method":"GET",)"
+      R"("request_uri":"/.env","server_protocol":"HTTP/1.1","status":404,"body_bytes_sent":0})";
+  ASSERT_THAT_OK(p.Parse(record, kRef, &out));
+  for (absl::string_view stray : {"x", "1", "]", "}", ","}) {
+    EXPECT_THAT(p.Parse(absl::StrCat(record, stray), kRef, &out),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not valid JSON")))
+        << stray;
+  }
+}
+
+// time_layout unix_ms past the year 9999 is impossible, as for seconds: a count past INT64_MAX
+// must not wrap to a time before 1970.
+TEST(JsonParserTest, UnixMillisPastTheYear9999AreOutOfRange) {
+  palisade::v1::JsonFormat f;
+  f.set_name("app");
+  f.set_time("when");
+  f.set_time_layout("unix_ms");
+  f.set_message("text");
+  LineParser p(LogFormat::LOG_FORMAT_JSON);
+  ASSERT_THAT_OK(p.SetJsonFormat(f));
+  ParsedLine out;
+  ASSERT_THAT_OK(p.Parse(R"({"when":253402300799999,"text":"x"})", kRef, &out));
+  EXPECT_EQ(*out.time, At("9999-12-31T23:59:59.999Z"));
+  for (absl::string_view ms : {"253402300800000", "9223372036854775808", "9999999999999999999"}) {
+    EXPECT_THAT(p.Parse(absl::StrCat(R"({"when":)", ms, R"(,"text":"x"})"), kRef, &out),
+                StatusIs(absl::StatusCode::kOutOfRange))
+        << ms;
+  }
+}
+
 TEST(JsonParserTest, JsonRecordsAreCutAtTheRecordCapOtherLinesAtTheLineCap) {
   EXPECT_EQ(LineCapFor(LogFormat::LOG_FORMAT_CADDY_JSON, 16384, 8 << 20), 8u << 20);
   EXPECT_EQ(LineCapFor(LogFormat::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS, 16384, 8 << 20), 8u << 20);

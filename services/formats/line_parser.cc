@@ -495,14 +495,29 @@ absl::StatusOr<LogFormat> ParseFormatName(absl::string_view name) {
                       LogFormat::LOG_FORMAT_NGINX_JSON, LogFormat::LOG_FORMAT_CADDY_JSON,
                       LogFormat::LOG_FORMAT_TRAEFIK_JSON, LogFormat::LOG_FORMAT_ENVOY_JSON,
                       LogFormat::LOG_FORMAT_LOGPUSH_HTTP_REQUESTS,
-                      LogFormat::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS}) {
+                      LogFormat::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS,
+                      LogFormat::LOG_FORMAT_COMBINED_VHOST}) {
     if (FormatName(f) == name) return f;
+  }
+  // Audit records revoke API tokens by id: they come from palisaded's own poller (or an admin's
+  // Ship), never from an input or a shipper that names a format (rules.proto).
+  if (name == FormatName(LogFormat::LOG_FORMAT_CLOUDFLARE_AUDIT)) {
+    return absl::InvalidArgumentError(
+        "format cloudflare_audit is read by palisaded itself from Cloudflare's audit log API "
+        "(cloudflare.audit_logs_interval); no input or shipper may name it");
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown format \"", name,
-      "\" (expected syslog, syslog5424, combined, raw, nginx_error, apache_error, decisions, "
-      "json, nginx_json, caddy_json, traefik_json, envoy_json, logpush_http_requests or "
+      "\" (expected syslog, syslog5424, combined, combined_vhost, raw, nginx_error, apache_error, "
+      "decisions, json, nginx_json, caddy_json, traefik_json, envoy_json, logpush_http_requests or "
       "logpush_firewall_events)"));
+}
+
+absl::StatusOr<LogFormat> ParseOfflineFormatName(absl::string_view name) {
+  if (name == FormatName(LogFormat::LOG_FORMAT_CLOUDFLARE_AUDIT)) {
+    return LogFormat::LOG_FORMAT_CLOUDFLARE_AUDIT;
+  }
+  return ParseFormatName(name);
 }
 
 absl::string_view FormatName(LogFormat format) {
@@ -513,6 +528,8 @@ absl::string_view FormatName(LogFormat format) {
       return "syslog5424";
     case LogFormat::LOG_FORMAT_COMBINED:
       return "combined";
+    case LogFormat::LOG_FORMAT_COMBINED_VHOST:
+      return "combined_vhost";
     case LogFormat::LOG_FORMAT_RAW:
       return "raw";
     case LogFormat::LOG_FORMAT_NGINX_ERROR:
@@ -535,6 +552,8 @@ absl::string_view FormatName(LogFormat format) {
       return "logpush_http_requests";
     case LogFormat::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS:
       return "logpush_firewall_events";
+    case LogFormat::LOG_FORMAT_CLOUDFLARE_AUDIT:
+      return "cloudflare_audit";
     default:
       return "unspecified";
   }
@@ -718,7 +737,9 @@ absl::Status LineParser::Parse(absl::string_view line, absl::Time reference, Par
     case LogFormat::LOG_FORMAT_SYSLOG5424:
       return ParseSyslog5424(line, reference, out);
     case LogFormat::LOG_FORMAT_COMBINED:
-      return ParseCombined(line, reference, out);
+      return ParseCombined(line, reference, /*vhost=*/false, out);
+    case LogFormat::LOG_FORMAT_COMBINED_VHOST:
+      return ParseCombined(line, reference, /*vhost=*/true, out);
     case LogFormat::LOG_FORMAT_NGINX_ERROR:
       return ParseNginxError(line, reference, rule, out);
     case LogFormat::LOG_FORMAT_APACHE_ERROR:
@@ -726,6 +747,9 @@ absl::Status LineParser::Parse(absl::string_view line, absl::Time reference, Par
     case LogFormat::LOG_FORMAT_RAW:
       return ParseRaw(line, reference, rule, out);
     case LogFormat::LOG_FORMAT_DECISIONS:  // Palisade's own lines: no header, no time
+    // One JSON record a line, whose fields come in any order: the rules read it whole; its time
+    // is the record's (the poller's LogRecord.event_time).
+    case LogFormat::LOG_FORMAT_CLOUDFLARE_AUDIT:
       out->message = line;
       return absl::OkStatus();
     default:
@@ -1070,7 +1094,7 @@ absl::Status LineParser::ParseSyslog5424(absl::string_view line, absl::Time refe
 }
 
 inline absl::Status LineParser::ParseCombined(absl::string_view line, absl::Time reference,
-                                              ParsedLine* out) {
+                                              bool vhost, ParsedLine* out) {
   // [vhost] client ident user [dd/Mon/yyyy:hh:mm:ss +zzzz] "request" status bytes [...]
   // The first " [": the first '[' with a space before it (memchr, with no call through absl's
   // shared library nor a two-byte search).
@@ -1114,17 +1138,28 @@ inline absl::Status LineParser::ParseCombined(absl::string_view line, absl::Time
   if (first_space == absl::string_view::npos) first_space = MemChr(line, ' ', 0);
   out->host = line.substr(0, first_space);
   out->message = line;
-  // A virtual host in front (Apache's vhost_combined "%v:%p", nginx's "$host"): the second
-  // field is the client address. The ident field after a client address is "-" (or an identd
-  // answer, never an address in practice), so a second field that is an address means a vhost,
-  // even when the vhost is itself an address (nginx's $host is the client's Host header).
-  if (first_space < open) {
+  // COMBINED_VHOST: the server's virtual host in front (Apache's vhost_combined "%v:%p", nginx's
+  // "$server_name"), the client address second. Only the format says so: the line cannot, since
+  // the fields that would tell a vhost line from a plain one are the client's (nginx's
+  // $http_host, an identd answer with IdentityCheck On) and a guess lets the client choose the
+  // address keyed.
+  if (vhost) {
+    if (first_space + 1 >= open) {
+      return absl::InvalidArgumentError("combined_vhost: no client field after the vhost");
+    }
+    out->message = line.substr(first_space + 1);
+  } else if (first_space + 1 < open) {
+    // A second field that is an address: a vhost log read as combined (nginx's "$host
+    // $remote_addr ...", which this parser used to guess), where the first field is the
+    // client's Host header and the web rules would key it; or an identd answer (IdentityCheck
+    // On) holding an address. Neither of the two fields can be trusted: the line is refused.
     const size_t second_end = FindChar(line, ' ', first_space + 1);
-    // The ident field's usual "-" is no address: told here without the call.
     const char second = line[first_space + 1];
     if ((absl::ascii_isxdigit(second) || second == ':') &&
         IsIpAddress(line.substr(first_space + 1, second_end - first_space - 1))) {
-      out->message = line.substr(first_space + 1);
+      return absl::InvalidArgumentError(
+          "combined: the second field is an address (a log with a virtual host in front? read "
+          "it as combined_vhost)");
     }
   }
   absl::Status status = CombinedTimeAt(line, open, reference, out);

@@ -757,9 +757,11 @@ TEST(FormatNameTest, RoundTripsAndRejectsUnknown) {
                  palisade::v1::LOG_FORMAT_NGINX_JSON, palisade::v1::LOG_FORMAT_CADDY_JSON,
                  palisade::v1::LOG_FORMAT_TRAEFIK_JSON, palisade::v1::LOG_FORMAT_ENVOY_JSON,
                  palisade::v1::LOG_FORMAT_LOGPUSH_HTTP_REQUESTS,
-                 palisade::v1::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS}) {
+                 palisade::v1::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS,
+                 palisade::v1::LOG_FORMAT_COMBINED_VHOST}) {
     EXPECT_EQ(*ParseFormatName(FormatName(f)), f);
   }
+  EXPECT_EQ(*ParseFormatName("combined_vhost"), palisade::v1::LOG_FORMAT_COMBINED_VHOST);
   EXPECT_EQ(*ParseFormatName("logpush_http_requests"),
             palisade::v1::LOG_FORMAT_LOGPUSH_HTTP_REQUESTS);
   EXPECT_EQ(*ParseFormatName("logpush_firewall_events"),
@@ -779,6 +781,22 @@ TEST(LineParserTest, DecisionLinesAreWholeMessagesWithoutTime) {
   EXPECT_EQ(parsed.message, line);
   EXPECT_FALSE(parsed.time.has_value());
   EXPECT_TRUE(parsed.program.empty());
+}
+
+// Audit-log records are whole JSON lines, timed by their record. Their format has a name (a
+// metric label) that no input or shipper may choose: the records revoke tokens by id.
+TEST(LineParserTest, AuditRecordsAreWholeLinesAndNoInputMayNameTheirFormat) {
+  LineParser parser(palisade::v1::LOG_FORMAT_CLOUDFLARE_AUDIT);
+  ParsedLine parsed;
+  const std::string line =
+      "2026-03-03T14:02:01Z {\"actor\":{\"ip_address\":\"203.0.113.9\"}}";
+  ASSERT_TRUE(parser.Parse(line, absl::UnixEpoch(), &parsed).ok());
+  EXPECT_EQ(parsed.message, line);
+  EXPECT_FALSE(parsed.time.has_value());
+  EXPECT_EQ(FormatName(palisade::v1::LOG_FORMAT_CLOUDFLARE_AUDIT), "cloudflare_audit");
+  EXPECT_THAT(ParseFormatName("cloudflare_audit"),
+              palisade::testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                          ::testing::HasSubstr("no input or shipper")));
 }
 
 }  // namespace
@@ -828,8 +846,43 @@ TEST(Syslog3164Test, UnpaddedDay) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad timestamp")));
 }
 
-TEST(CombinedTest, VhostPrefixIsTheHostAndTheMessageStartsAtTheClient) {
+TEST(CombinedTest, ALineWhoseSecondFieldIsAnAddressIsRefused) {
   LineParser p(LogFormat::LOG_FORMAT_COMBINED);
+  ParsedLine out;
+  // A vhost log (nginx's "$host $remote_addr ...") read as combined, the client's Host header
+  // "203.0.113.9": neither the vhost nor the address after it may be taken for the client.
+  const absl::string_view vhost =
+      "203.0.113.9 198.51.100.7 - - [03/Mar/2026:14:02:01 +0000] \"GET /.env HTTP/1.1\" 404 5";
+  EXPECT_THAT(p.Parse(vhost, absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("combined_vhost")));
+  // The same with $http_host and a Host header "x 203.0.113.9".
+  const absl::string_view spaced_host =
+      "x 203.0.113.9 198.51.100.7 - - [03/Mar/2026:14:02:01 +0000] \"GET / HTTP/1.1\" 400 5";
+  EXPECT_THAT(p.Parse(spaced_host, absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("second field")));
+  // Apache with IdentityCheck On: the ident field is the client's identd answer, an address
+  // here. Refused too (the client hides this one line; it cannot name another address).
+  const absl::string_view ident =
+      "198.51.100.7 203.0.113.9 - [03/Mar/2026:14:02:01 +0000] \"GET / HTTP/1.1\" 400 5";
+  EXPECT_THAT(p.Parse(ident, absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("second field")));
+  // An ident or a user name that is no address changes nothing; nor does a user name holding
+  // spaces and an address (the third field on).
+  const absl::string_view plain =
+      "198.51.100.7 alice - [03/Mar/2026:14:02:01 +0000] \"GET / HTTP/1.1\" 400 5";
+  ASSERT_THAT(p.Parse(plain, absl::Now(), &out), IsOk());
+  EXPECT_EQ(out.host, "198.51.100.7");
+  EXPECT_EQ(out.message, plain);
+  EXPECT_EQ(*out.time, Utc("2026-03-03T14:02:01Z"));
+  const absl::string_view spaced =
+      "203.0.113.7 - 198.51.100.9 x [03/Mar/2026:14:02:01 +0000] \"GET / HTTP/1.1\" 401 5";
+  ASSERT_THAT(p.Parse(spaced, absl::Now(), &out), IsOk());
+  EXPECT_EQ(out.host, "203.0.113.7");
+  EXPECT_EQ(out.message, spaced);
+}
+
+TEST(CombinedVhostTest, TheVhostIsTheHostAndTheMessageStartsAtTheClient) {
+  LineParser p(LogFormat::LOG_FORMAT_COMBINED_VHOST);
   ParsedLine out;
   const absl::string_view access =
       "203.0.113.7 - - [03/Mar/2026:14:02:01 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"curl/8\"";
@@ -838,28 +891,38 @@ TEST(CombinedTest, VhostPrefixIsTheHostAndTheMessageStartsAtTheClient) {
   EXPECT_EQ(out.host, "example.com:443");
   EXPECT_EQ(out.message, access);
   EXPECT_EQ(*out.time, Utc("2026-03-03T14:02:01Z"));
-  // nginx's $host is the client's Host header, which may be an address: the second field still
-  // tells the client.
+  // A vhost that is an address (a server_name written as one) is still the vhost.
   const std::string ip_host = absl::StrCat("198.51.100.9 ", access);
   ASSERT_THAT(p.Parse(ip_host, absl::Now(), &out), IsOk());
   EXPECT_EQ(out.host, "198.51.100.9");
   EXPECT_EQ(out.message, access);
+  // The second field is the client whatever it holds: a hostname (HostnameLookups On) too.
+  ASSERT_THAT(p.Parse("example.com:443 client.example.net - - [03/Mar/2026:14:02:01 +0000] "
+                      "\"GET / HTTP/1.1\" 200 5",
+                      absl::Now(), &out),
+              IsOk());
+  EXPECT_EQ(out.message.substr(0, 19), "client.example.net ");
   // IPv6 clients behind a vhost.
   ASSERT_THAT(p.Parse("www.example.org:80 2001:db8::7 - bob [03/Mar/2026:14:02:01 +0000] "
                       "\"GET / HTTP/1.1\" 401 5",
                       absl::Now(), &out),
               IsOk());
+  EXPECT_EQ(out.host, "www.example.org:80");
   EXPECT_EQ(out.message.substr(0, 12), "2001:db8::7 ");
-  // Without a vhost the message is the whole line, and a user name holding spaces and an
-  // address does not make it look like one (the ident field "-" comes second).
-  const absl::string_view spaced =
-      "203.0.113.7 - 198.51.100.9 x [03/Mar/2026:14:02:01 +0000] \"GET / HTTP/1.1\" 401 5";
-  ASSERT_THAT(p.Parse(spaced, absl::Now(), &out), IsOk());
-  EXPECT_EQ(out.host, "203.0.113.7");
-  EXPECT_EQ(out.message, spaced);
+  // A user name with a " [" of its own: the time field is still found after it.
+  ASSERT_THAT(p.Parse("example.com:443 203.0.113.7 - a [b [03/Mar/2026:14:02:01 +0000] "
+                      "\"GET / HTTP/1.1\" 401 5",
+                      absl::Now(), &out),
+              IsOk());
+  EXPECT_EQ(out.message.substr(0, 12), "203.0.113.7 ");
+  EXPECT_EQ(*out.time, Utc("2026-03-03T14:02:01Z"));
   EXPECT_THAT(p.Parse("example.com:443 203.0.113.7 - - [03/Mar/2026:14:02:01 +0000] GET",
                       absl::Now(), &out),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no quoted request")));
+  // No field between the vhost and the time: no client.
+  EXPECT_THAT(p.Parse("example.com:443 [03/Mar/2026:14:02:01 +0000] \"GET / HTTP/1.1\" 200 5",
+                      absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("combined_vhost: no client")));
 }
 
 TEST(NginxErrorTest, SplitsPidConnectionAndMessage) {

@@ -40,15 +40,17 @@ bool ReadsEscapesDecodedOther(palisade::v1::LogFormat format);
 }  // namespace percent_escapes_internal
 
 // Whether rules read `message`, of a line of `format`, with its escapes decoded: an access
-// line's. LOG_FORMAT_COMBINED and the JSON presets (rendered as combined lines,
-// RendersCombined) always; a line of the formats that carry any program's text (SYSLOG,
-// SYSLOG5424, RAW, a custom JSON mapping, which may name a `message` field) when it opens with
-// an address and a space, as an access log writes it (the web rules anchor on it; a daemon's
-// own message, a service log's time stamp, a postfix queue id do not).
+// line's. LOG_FORMAT_COMBINED, LOG_FORMAT_COMBINED_VHOST and the JSON presets (rendered as
+// combined lines, RendersCombined) always; a line of the formats that carry any program's text
+// (SYSLOG, SYSLOG5424, RAW, a custom JSON mapping, which may name a `message` field) when it
+// opens with an address and a space, as an access log writes it (the web rules anchor on it; a
+// daemon's own message, a service log's time stamp, a postfix queue id do not).
 // Inline: every line the engine reads asks, and most lines are told at their first bytes.
 inline bool ReadsEscapesDecoded(palisade::v1::LogFormat format, absl::string_view message) {
   using palisade::v1::LogFormat;
-  if (format == LogFormat::LOG_FORMAT_COMBINED) return true;
+  if (format == LogFormat::LOG_FORMAT_COMBINED || format == LogFormat::LOG_FORMAT_COMBINED_VHOST) {
+    return true;
+  }
   if (format != LogFormat::LOG_FORMAT_SYSLOG && format != LogFormat::LOG_FORMAT_SYSLOG5424 &&
       format != LogFormat::LOG_FORMAT_RAW && format != LogFormat::LOG_FORMAT_JSON) {
     return percent_escapes_internal::ReadsEscapesDecodedOther(format);

@@ -18,6 +18,7 @@
 #include <map>
 #include <optional>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -30,6 +31,9 @@ namespace {
 
 constexpr int kPollMs = 100;  // how often blocked threads look at `stopping_`
 constexpr uint32_t kDefaultMaxConnections = 64;
+// SyslogInput.max_host_streams_per_peer at most: the host streams of a transport in all, by
+// default (SyslogReceiverOptions::max_host_streams). config.cc refuses more too.
+constexpr uint32_t kMaxHostStreamsPerPeer = 8192;
 // Enough for a relay, or an rsyslog with a few forwarding actions, on one host.
 constexpr uint32_t kDefaultMaxConnectionsPerAddress = 8;
 
@@ -352,6 +356,30 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
     return absl::InvalidArgumentError(absl::StrCat(
         where, "per_address_ipv6_prefix must be 48..128, not ", config.per_address_ipv6_prefix()));
   }
+  if (config.max_host_streams_per_peer() > kMaxHostStreamsPerPeer) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, "max_host_streams_per_peer must be at most ", kMaxHostStreamsPerPeer,
+                     ", not ", config.max_host_streams_per_peer()));
+  }
+  if (config.max_host_streams_per_peer() > 0) {
+    options.max_host_streams_per_peer = config.max_host_streams_per_peer();
+  }
+  // Every stream named here is one the pipeline may hold against its max_sender_streams: UDP
+  // senders and hosts, TCP/TLS hosts, and TCP/TLS peers (max_connections at once: a floor, as
+  // peers that closed keep theirs until the pipeline frees it). Past it new senders' windows
+  // share their source's stream; said once here, as the bounds are the operator's to choose.
+  const bool udp = !config.udp_listen().empty();
+  const bool tcp = !config.tcp_listen().empty() || !config.tls_listen().empty();
+  const size_t streams = (udp ? options.max_udp_senders + options.max_host_streams : 0) +
+                         (tcp ? options.max_host_streams + max_connections : 0);
+  if (streams > options.pipeline_sender_streams && options.log) {
+    options.log(absl::StrCat(
+        where, "max_udp_senders, max_host_streams (per transport) and max_connections allow ",
+        streams, " pipeline streams, over the pipeline's max_sender_streams ",
+        options.pipeline_sender_streams,
+        " (shared with every receiver): past it new senders' lines share their source's stream "
+        "(palisade_ingest_sender_streams_folded_total)"));
+  }
   std::unique_ptr<SyslogReceiver> r(
       new SyslogReceiver(config, std::move(options), std::move(sink)));
   if (r->config_.source().empty()) r->config_.set_source(config.name());
@@ -470,6 +498,16 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
                "age by the source's others' times).")
            .Register(registry)
            .Add(input);
+  r->host_streams_folded_ =
+      &prometheus::BuildCounter()
+           .Name("palisade_syslog_host_streams_folded_total")
+           .Help(
+               "Frames sent on in their sender's stream, not their HOSTNAME's (LogBatch.stream): "
+               "a new host past max_host_streams_per_peer for its sender (a relay, or a client "
+               "naming a new host per line), or past max_host_streams in all (the windows of its "
+               "lines age by the sender's other hosts' times).")
+           .Register(registry)
+           .Add(input);
   r->malformed_ = &prometheus::BuildCounter()
                        .Name("palisade_syslog_malformed_frames_total")
                        .Help("Syslog frames skipped: too long, a bad length, no <PRI>.")
@@ -583,7 +621,7 @@ void SyslogReceiver::Stop() {
 }
 
 void SyslogReceiver::Add(std::string frame, const std::string& peer_source,
-                         const std::string& sender) {
+                         const std::string& sender, bool udp) {
   while (!frame.empty() && (frame.back() == '\n' || frame.back() == '\r' || frame.back() == '\0')) {
     frame.pop_back();
   }
@@ -595,11 +633,21 @@ void SyslogReceiver::Add(std::string frame, const std::string& peer_source,
   const size_t close = frame.find('>');
   const bool v5424 = close != std::string::npos && close + 2 < frame.size() &&
                      frame[close + 1] == '1' && frame[close + 2] == ' ';
-  const std::string& source = SourceOf(frame, v5424, peer_source);
+  // A relay's hosts (rsyslog forwarding many over one connection) are streams of their own, so
+  // one whose times read hours behind the others' keeps its windows, as a sender of its own
+  // does; the sender's stream when there is none.
+  std::string host =
+      !sender.empty() || !host_sources_.empty() ? HostOf(frame, v5424) : std::string();
+  const std::string& source = SourceOf(host, peer_source);
+  const absl::Time now = sender.empty() || host.empty() ? absl::InfinitePast() : clock_->TimeNow();
   bool full = false;
   {
     absl::MutexLock lock(&batch_mu_);
-    Pending& pending = pending_[source][sender];
+    if (sender.empty() || host.empty() ||
+        !HostPlace(udp ? udp_hosts_ : tcp_hosts_, sender, host, now)) {
+      host.clear();
+    }
+    Pending& pending = pending_[source][sender][host];
     palisade::v1::LogBatch& batch = v5424 ? pending.rfc5424 : pending.rfc3164;
     batch.add_records()->set_line(std::move(frame));
     // Many senders' small batches are bounded together too.
@@ -612,25 +660,30 @@ void SyslogReceiver::Add(std::string frame, const std::string& peer_source,
 
 void SyslogReceiver::Flush() {
   absl::MutexLock sink_lock(&sink_mu_);
-  std::map<std::string, std::map<std::string, Pending>> pending;
+  std::map<std::string, PendingBySender> pending;
   {
     absl::MutexLock lock(&batch_mu_);
     pending.swap(pending_);
     pending_frames_ = 0;
   }
   for (auto& [source, by_sender] : pending) {
-    for (auto& [sender, p] : by_sender) {
-      p.rfc3164.set_format(palisade::v1::LOG_FORMAT_SYSLOG);
-      p.rfc5424.set_format(palisade::v1::LOG_FORMAT_SYSLOG5424);
-      for (palisade::v1::LogBatch* batch : {&p.rfc3164, &p.rfc5424}) {
-        if (batch->records_size() == 0) continue;
-        batch->set_source(source);
-        batch->set_stream(sender);
-        absl::Status s = sink_(*batch);
-        if (!s.ok()) {
-          sink_errors_->Increment();
-          if (options_.log) {
-            options_.log(absl::StrCat("input ", config_.name(), ": batch refused: ", s.message()));
+    for (auto& [sender, by_host] : by_sender) {
+      for (auto& [host, p] : by_host) {
+        p.rfc3164.set_format(palisade::v1::LOG_FORMAT_SYSLOG);
+        p.rfc5424.set_format(palisade::v1::LOG_FORMAT_SYSLOG5424);
+        // A space parts them: a PeerKey (an address or a range) has none, nor a HOSTNAME.
+        const std::string stream = host.empty() ? sender : absl::StrCat(sender, " ", host);
+        for (palisade::v1::LogBatch* batch : {&p.rfc3164, &p.rfc5424}) {
+          if (batch->records_size() == 0) continue;
+          batch->set_source(source);
+          batch->set_stream(stream);
+          absl::Status s = sink_(*batch);
+          if (!s.ok()) {
+            sink_errors_->Increment();
+            if (options_.log) {
+              options_.log(
+                  absl::StrCat("input ", config_.name(), ": batch refused: ", s.message()));
+            }
           }
         }
       }
@@ -717,7 +770,8 @@ void SyslogReceiver::UdpLoop() {
       malformed_->Increment();
       continue;
     }
-    Add(std::string(buf.data(), static_cast<size_t>(n)), PeerSource(from), UdpStream(sender));
+    Add(std::string(buf.data(), static_cast<size_t>(n)), PeerSource(from), UdpStream(sender),
+        /*udp=*/true);
   }
 }
 
@@ -732,21 +786,93 @@ const std::string& SyslogReceiver::PeerSource(const sockaddr_storage& from) cons
   return config_.source();
 }
 
-const std::string& SyslogReceiver::SourceOf(absl::string_view frame, bool v5424,
-                                            const std::string& peer_source) const {
-  if (host_sources_.empty()) return peer_source;
+std::string SyslogReceiver::HostOf(absl::string_view frame, bool v5424) const {
   // The HOSTNAME as the pipeline reads it (the same parser, one per format and connection
   // thread, not one built per frame); the time is not used here.
   thread_local LineParser p3164(palisade::v1::LOG_FORMAT_SYSLOG);
   thread_local LineParser p5424(palisade::v1::LOG_FORMAT_SYSLOG5424);
   LineParser& parser = v5424 ? p5424 : p3164;
   thread_local ParsedLine parsed;
-  if (!parser.Parse(frame, clock_->TimeNow(), &parsed, YearRule::kAtMostADayAhead).ok() ||
-      parsed.host.empty()) {
-    return peer_source;
+  if (!parser.Parse(frame, clock_->TimeNow(), &parsed, YearRule::kAtMostADayAhead).ok()) {
+    return std::string();
   }
-  const auto it = host_sources_.find(absl::AsciiStrToLower(parsed.host));
+  return absl::AsciiStrToLower(parsed.host);
+}
+
+const std::string& SyslogReceiver::SourceOf(const std::string& host,
+                                            const std::string& peer_source) const {
+  if (host_sources_.empty() || host.empty()) return peer_source;
+  const auto it = host_sources_.find(host);
   return it != host_sources_.end() ? it->second : peer_source;
+}
+
+bool SyslogReceiver::HostPlace(HostTable& table, const std::string& sender, const std::string& host,
+                               absl::Time now) {
+  // A place is given up only once the pipeline has freed its stream (host_stream_idle), so the
+  // places bound the pipeline's streams; a scan at most once a second per sender, and in all,
+  // so a client naming a new host per line does not buy a scan per line.
+  const absl::Duration idle = options_.host_stream_idle;
+  const uint64_t key = absl::Hash<absl::string_view>()(host);
+  auto peer = table.peers.find(sender);
+  if (peer != table.peers.end()) {
+    const auto it = peer->second.hosts.find(key);
+    if (it != peer->second.hosts.end()) {
+      it->second = now;
+      return true;
+    }
+  }
+  auto sweep = [&](HostPlaces& places) {
+    table.count -=
+        absl::erase_if(places.hosts, [&](const auto& kv) { return now - kv.second > idle; });
+  };
+  if (peer != table.peers.end() &&
+      peer->second.hosts.size() >= options_.max_host_streams_per_peer &&
+      now - peer->second.swept >= absl::Seconds(1)) {
+    peer->second.swept = now;
+    sweep(peer->second);
+  }
+  if ((table.count >= options_.max_host_streams ||
+       table.peers.size() >= options_.max_host_streams) &&
+      now - table.swept >= absl::Seconds(1)) {
+    table.swept = now;
+    for (auto it = table.peers.begin(); it != table.peers.end();) {
+      sweep(it->second);
+      if (it->second.hosts.empty() && now - it->second.folded > idle && it != peer) {
+        table.peers.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+  }
+  // A host of a sender that folded one lately goes in the sender's stream too, even with a
+  // place free: the folded host, still sending, stays where its sessions are (the engine keys
+  // them by stream) until quiet for as long as a place is kept.
+  const bool folding = peer != table.peers.end() && now - peer->second.folded <= idle;
+  // Still full: the sender's stream, as before hosts had theirs (a peer's own hosts age by each
+  // other's times there, not by other peers').
+  if (folding ||
+      (peer != table.peers.end() &&
+       peer->second.hosts.size() >= options_.max_host_streams_per_peer) ||
+      table.count >= options_.max_host_streams) {
+    // Remembered while there is room for the sender (max_host_streams senders: bounded memory;
+    // past it a folded host may later take a place a sweep frees, and move).
+    if (peer == table.peers.end() && table.peers.size() < options_.max_host_streams) {
+      peer = table.peers.try_emplace(sender).first;
+    }
+    if (peer != table.peers.end()) peer->second.folded = now;
+    host_streams_folded_->Increment();
+    return false;
+  }
+  if (peer == table.peers.end()) {
+    if (table.peers.size() >= options_.max_host_streams) {
+      host_streams_folded_->Increment();
+      return false;
+    }
+    peer = table.peers.try_emplace(sender).first;
+  }
+  peer->second.hosts.emplace(key, now);
+  ++table.count;
+  return true;
 }
 
 // PeerLimitKey: an IPv4 sender (an IPv4-mapped IPv6 one too: an IPv4 sender on a dual-stack
@@ -795,11 +921,13 @@ std::string SyslogReceiver::UdpStream(const std::string& sender) {
   }
   if (udp_streams_.size() >= options_.max_udp_senders &&
       now - udp_streams_sweep_ >= absl::Seconds(1)) {
-    // Senders gone quiet give their places up (their pipeline streams live on, for when they
-    // come back), at most once a second, as UdpAllowed's sweep.
+    // Senders quiet for host_stream_idle give their places up, at most once a second, as
+    // UdpAllowed's sweep: by then the pipeline has freed their streams too. Released sooner, a
+    // new (forged) sender's stream would be one more the pipeline holds, and max_udp_senders
+    // new ones every few minutes would take its shared max_sender_streams for a day.
     udp_streams_sweep_ = now;
-    absl::erase_if(udp_streams_,
-                   [now](const auto& kv) { return now - kv.second > absl::Minutes(10); });
+    const absl::Duration idle = options_.host_stream_idle;
+    absl::erase_if(udp_streams_, [now, idle](const auto& kv) { return now - kv.second > idle; });
   }
   // Still full (that many senders, or forged addresses): the source's stream, as before
   // senders had their own.
@@ -1216,7 +1344,7 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
   };
   while (!stopping_.load()) {
     while (!waiting.empty() && take()) {
-      Add(std::move(waiting.front()), peer_source, peer);
+      Add(std::move(waiting.front()), peer_source, peer, /*udp=*/false);
       waiting.pop_front();
       if (waiting_counted > 0) --waiting_counted;
     }
@@ -1257,7 +1385,7 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
   // held when Stop came (acknowledged to the sender, which counts it sent), without the rate
   // limit and up to stop_drain_bytes, read without waiting: a sender still writing does not
   // hold Stop up. What is left is counted, as the close resets it away.
-  for (std::string& f : waiting) Add(std::move(f), peer_source, peer);
+  for (std::string& f : waiting) Add(std::move(f), peer_source, peer, /*udp=*/false);
   waiting.clear();
   if (!closed) {
     auto unread = [fd] {
@@ -1293,10 +1421,10 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
       Deframe(&stream, config_.max_frame_bytes(), &state, &frames, &malformed);
       if (malformed > 0) malformed_->Increment(static_cast<double>(malformed));
       frames_in->Increment(static_cast<double>(frames.size()));
-      for (std::string& f : frames) Add(std::move(f), peer_source, peer);
+      for (std::string& f : frames) Add(std::move(f), peer_source, peer, /*udp=*/false);
     }
     // A last frame end_of_stream found.
-    for (std::string& f : waiting) Add(std::move(f), peer_source, peer);
+    for (std::string& f : waiting) Add(std::move(f), peer_source, peer, /*udp=*/false);
     // Lost with the close: the socket's rest and what OpenSSL still holds (for TLS in bytes on
     // the wire, records and all) and a frame cut in the middle.
     unread_at_stop_->Increment(

@@ -20,8 +20,20 @@
 // (LogBatch.stream: PeerKey's address, as the rate limit counts it): the pipeline ages a
 // sender's windows by that sender's own times, so a host whose times read hours behind the
 // others' (a zone no entry names, a wrong clock) keeps its windows across the sweeps. A TCP/TLS
-// sender always; a UDP one while at most max_udp_senders have one (one not heard from for 10
-// minutes gives its place up), past that the source's stream.
+// sender always; a UDP one while at most max_udp_senders have one (one not heard from for
+// host_stream_idle gives its place up, as a host does, below), past that the source's stream.
+// Within a sender, each HOSTNAME (as LineParser reads it, case aside) is a stream of its own
+// ("SENDER HOST"): a relay (rsyslog forwarding many hosts over one connection) is one sender, and
+// its hosts' windows age by each one's own times, not each other's. The HOSTNAME is the client's: a
+// sender's hosts with a stream are at most max_host_streams_per_peer, all senders' max_host_streams
+// (UDP senders and TCP/TLS ones each, apart: forged datagrams take no TCP relay's places); past
+// that a frame goes in its sender's stream (counted). A host gives its place up only once quiet for
+// host_stream_idle, when the pipeline has freed its stream too (a place released earlier would let
+// renamed hosts hold more pipeline streams than the places), and a host folded once stays folded
+// until as quiet, so it never changes streams mid-session (the engine keys pid sessions by stream).
+// So a client naming a new host per line holds max_host_streams_per_peer places for
+// host_stream_idle, and peers of its transport may find the max_host_streams left taken: their new
+// hosts then go in their own sender's stream, as before hosts had theirs.
 //
 // Bounded, whatever a sender does: at most `max_connections` TCP/TLS connections, and at most
 // `max_connections_per_address` of them from one address (an IPv4-mapped IPv6 address counts as
@@ -64,7 +76,8 @@
 // limit, UDP datagrams the kernel dropped (the socket's receive buffer full while the UDP thread
 // waited on the sink; udp_receive_buffer_bytes), bytes a connection's socket held at Stop past
 // stop_drain_bytes (what it held up to that is delivered), UDP datagrams sent on in their
-// source's stream past max_udp_senders.
+// source's stream past max_udp_senders, frames sent on in their sender's stream past the host
+// stream bounds.
 //
 // Thread-safety: Start and Stop from one thread; the receiver runs its own threads (one for UDP,
 // one accepting per TCP/TLS listener, one per connection, one flushing).
@@ -122,12 +135,37 @@ struct SyslogReceiverOptions {
   // (CAP_NET_ADMIN), else SO_RCVBUF, which net.core.rmem_max caps (logged when it does). 0: the
   // kernel's default.
   int udp_receive_buffer_bytes = 4 << 20;
-  // UDP senders with a rate-limit bucket of their own at most (~100 bytes each).
+  // UDP senders with a rate-limit bucket of their own at most (~100 bytes each), and with a
+  // stream of their own (LogBatch.stream; a place kept for host_stream_idle after the sender's
+  // last datagram, as the pipeline keeps the stream).
   size_t max_udp_senders = 10000;
   // TCP/TLS sender addresses whose rate-limit bucket is kept, once their last connection
   // closed, until it is full again (~200 bytes each); past that one is forgotten. Those with a
   // connection open (max_connections at most) are not counted: theirs is always kept.
   size_t max_tcp_senders = 10000;
+  // HOSTNAMEs of one peer (as PeerKey gives it: a relay forwarding many hosts is one) with a
+  // stream of their own (LogBatch.stream "PEER HOST"), at most; a peer's other hosts go in its
+  // stream. The HOSTNAME is the client's to choose: this bounds what one peer takes. The
+  // config's max_host_streams_per_peer, when set, takes its place.
+  size_t max_host_streams_per_peer = 1024;
+  // Of all peers of one transport (UDP; TCP and TLS), at most (~200 bytes each, whatever the
+  // HOSTNAME's length): past it a new host goes in its peer's stream, so peers with many
+  // addresses (UDP's forged ones) cannot grow memory either. Each is a pipeline stream counted
+  // against PipelineOptions::max_sender_streams (32768, shared with the peers' own streams and
+  // every other receiver's): both transports' together, well below it, leave the peers room.
+  size_t max_host_streams = 8192;
+  // A host not heard from (nor folded) for this long gives its place up. At least as long as
+  // the pipeline keeps the stream (ExpireWindows: a day, plus kFutureHorizon, plus the longest
+  // rule window or session ttl): released sooner, a new host's stream would be one more the
+  // pipeline holds. The default covers windows and session ttls up to a day (the longest a
+  // session ttl may be; the shipped packs' longest window); set it longer for longer windows.
+  absl::Duration host_stream_idle = absl::Hours(72);
+  // The pipeline's PipelineOptions::max_sender_streams, which every stream this receiver names
+  // counts against (its UDP senders', both transports' hosts', its TCP/TLS peers'; shared with
+  // other receivers). Start logs when this receiver's bounds alone can pass it: new senders'
+  // lines would then go in their source's stream. Nothing is lowered: which streams to give up
+  // is the operator's choice.
+  size_t pipeline_sender_streams = 32768;
   // At Stop, what a TCP/TLS connection's socket already holds (the kernel acknowledged it, so
   // the sender, rsyslog say, counts it sent; a connection the rate limit held back has up to
   // its receive buffer there) is read and delivered without the rate limit, up to this many
@@ -192,6 +230,12 @@ class SyslogReceiver {
     return tcp_buckets_.size();
   }
 
+  // Hosts with a stream of their own (max_host_streams at most per transport). For tests.
+  size_t host_streams() {
+    absl::MutexLock lock(&batch_mu_);
+    return udp_hosts_.count + tcp_hosts_.count;
+  }
+
   // What a connection's deframing carries from one read to the next: the rest of an oversized
   // newline-framed frame, or bytes that start no frame being skipped to the next one.
   struct DeframeState {
@@ -236,16 +280,26 @@ class SyslogReceiver {
   SyslogReceiver(palisade::v1::SyslogInput config, SyslogReceiverOptions options, BatchSink sink)
       : config_(std::move(config)), options_(std::move(options)), sink_(std::move(sink)) {}
   // Queues a frame for its source's batch of its format (the source SourceOf gives it) from
-  // `sender` (LogBatch.stream; empty: none).
-  void Add(std::string frame, const std::string& peer_source, const std::string& sender);
+  // `sender` (PeerKey; empty: none, the source's stream), in the stream of its HOSTNAME there
+  // while the host has a place (HostPlace), else in the sender's.
+  // `udp`: the frame came by UDP (its places are UDP's, apart from TCP/TLS peers').
+  void Add(std::string frame, const std::string& peer_source, const std::string& sender, bool udp);
   void Flush();
   // The source of a sender at `from`: the most specific sender_time_zones peer_cidr entry's
   // (ZonedSource), else config_.source(). A reference to a string the receiver keeps.
   const std::string& PeerSource(const sockaddr_storage& from) const;
-  // The source of `frame` from a sender whose PeerSource is `peer_source`: the entry naming its
-  // HOSTNAME (as LineParser reads it, case aside), else `peer_source`.
-  const std::string& SourceOf(absl::string_view frame, bool v5424,
-                              const std::string& peer_source) const;
+  // The HOSTNAME of `frame` as LineParser reads it, in lower case; empty: none.
+  std::string HostOf(absl::string_view frame, bool v5424) const;
+  // The source of a frame naming `host` (HostOf) from a sender whose PeerSource is
+  // `peer_source`: the entry naming `host`, else `peer_source`.
+  const std::string& SourceOf(const std::string& host, const std::string& peer_source) const;
+  struct HostTable;
+  // Whether `host` (HostOf, non-empty) of `sender` (non-empty) has a stream of its own at `now`
+  // in `table` (its transport's): one it has, or a place free within max_host_streams_per_peer
+  // and max_host_streams (hosts quiet for host_stream_idle give theirs up first) while its
+  // sender has folded no host for host_stream_idle; else counted as folded.
+  bool HostPlace(HostTable& table, const std::string& sender, const std::string& host,
+                 absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(batch_mu_);
   void UdpLoop();
   // Sets the UDP socket's receive buffer (udp_receive_buffer_bytes) and asks the kernel to
   // report its drops (SO_RXQ_OVFL).
@@ -354,13 +408,34 @@ class SyslogReceiver {
     palisade::v1::LogBatch rfc5424;
   };
   absl::Mutex batch_mu_;
-  // By source, then sender (LogBatch.stream): two lookups that copy neither string once the
-  // pair is there (a pair key would be built, and its strings copied, for every frame).
-  std::map<std::string, std::map<std::string, Pending>> pending_ ABSL_GUARDED_BY(batch_mu_);
+  // By source, then sender, then host (LogBatch.stream: the sender's, "SENDER HOST" for a host
+  // with a place): lookups that copy no string once the key is there (a joined key would be
+  // built, and its strings copied, for every frame).
+  using PendingBySender = std::map<std::string, std::map<std::string, Pending>>;
+  std::map<std::string, PendingBySender> pending_ ABSL_GUARDED_BY(batch_mu_);
   size_t pending_frames_ ABSL_GUARDED_BY(batch_mu_) = 0;
+  // The hosts with a stream of their own, by sender (PeerKey): a hash of the HOSTNAME (8 bytes,
+  // whatever its length; two colliding names share a place) and when it was last heard from;
+  // and when the sender last had a host folded (none gets a place until that is
+  // host_stream_idle old). Senders with neither are dropped, and there are at most
+  // max_host_streams senders, so memory is bounded whatever the senders.
+  struct HostPlaces {
+    absl::flat_hash_map<uint64_t, absl::Time> hosts;
+    absl::Time swept = absl::InfinitePast();
+    absl::Time folded = absl::InfinitePast();
+  };
+  // One per transport: UDP peers' (any source address may be forged) and TCP/TLS peers'.
+  struct HostTable {
+    absl::flat_hash_map<std::string, HostPlaces> peers;
+    size_t count = 0;  // hosts with a place, of all peers
+    absl::Time swept = absl::InfinitePast();
+  };
+  HostTable udp_hosts_ ABSL_GUARDED_BY(batch_mu_);
+  HostTable tcp_hosts_ ABSL_GUARDED_BY(batch_mu_);
   absl::Mutex sink_mu_;  // batches reach the sink one at a time, in order
   prometheus::Counter* udp_frames_ = nullptr;
   prometheus::Counter* udp_streams_folded_ = nullptr;  // UdpStream gave the source's
+  prometheus::Counter* host_streams_folded_ = nullptr;  // HostPlace found none
   prometheus::Counter* tcp_frames_ = nullptr;
   prometheus::Counter* tls_frames_ = nullptr;
   prometheus::Counter* tls_handshake_failures_ = nullptr;

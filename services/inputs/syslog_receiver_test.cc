@@ -35,6 +35,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Pair;
 
 // The test's senders write to connections the receiver refused or cut off (OpenSSL answers an
 // unexpected close with an alert, which may find the socket reset): like any sender they must
@@ -278,6 +279,9 @@ class ReceiverTest : public ::testing::Test {
     SyslogReceiverOptions options;
     options.max_udp_senders = max_udp_senders;
     options.max_tcp_senders = max_tcp_senders_;
+    options.max_host_streams_per_peer = max_host_streams_per_peer_;
+    options.max_host_streams = max_host_streams_;
+    if (pipeline_sender_streams_ > 0) options.pipeline_sender_streams = pipeline_sender_streams_;
     options.flush_interval = absl::Milliseconds(10);
     options.clock = clock;
     if (fake_peers_) {
@@ -380,7 +384,24 @@ class ReceiverTest : public ::testing::Test {
     peer_ = peer;
   }
 
+  // Sends `line` from `from` on a connection of its own (a simulated clock's hours would close an
+  // idle one) and answers the stream (LogBatch.stream) it was handed on in.
+  std::string StreamOf(int tcp_port, const char* from, const std::string& line) {
+    const size_t before = Got();
+    const int fd = ConnectFrom(from, tcp_port);
+    const std::string framed = line + "\n";
+    EXPECT_EQ(::send(fd, framed.data(), framed.size(), 0), static_cast<ssize_t>(framed.size()));
+    const bool arrived = WaitFor(before + 1).size() == before + 1;
+    ::close(fd);
+    absl::MutexLock lock(&mu_);
+    if (!arrived) return "(not handed on)";
+    return senders_.back().substr(0, senders_.back().size() - line.size() - 1);
+  }
+
   size_t max_tcp_senders_ = 10000;
+  size_t max_host_streams_per_peer_ = 1024;
+  size_t max_host_streams_ = 8192;
+  size_t pipeline_sender_streams_ = 0;  // 0: the option's default
   bool fake_peers_ = false;
   absl::Mutex peer_mu_;
   std::string peer_ ABSL_GUARDED_BY(peer_mu_);
@@ -603,9 +624,292 @@ TEST_F(ReceiverTest, ALaggingSendersWindowsAgeByItsOwnTimeAcrossSweeps) {
   EXPECT_EQ(detected["203.0.113.1"], instant - absl::Hours(5) + absl::Seconds(30));
 }
 
-// Each batch names its sender (LogBatch.stream, the address the rate limit counts), a TCP one
-// always; UDP senders (forgeable) only while at most max_udp_senders have theirs: past that,
-// none (the source's stream).
+// A relay (rsyslog forwarding many hosts over one connection) is one peer, but its hosts are
+// streams of their own: the one whose times read five hours behind (a zone no entry names)
+// keeps its windows across the sweeps the other's times drive, and its brute force is seen.
+TEST_F(ReceiverTest, ARelayedHostsWindowsAgeByItsOwnTimeAcrossSweeps) {
+  palisade::v1::SyslogInput config;
+  config.set_name("central");
+  config.set_tcp_listen("127.0.0.1:0");
+  PipelineOptions options;
+  options.time_zone = absl::UTCTimeZone();
+  absl::Mutex mu;
+  std::map<std::string, absl::Time> detected;  // key -> event time
+  size_t processed = 0;                         // lines through the pipeline
+  options.on_detections = [&](absl::string_view, std::vector<Detection>& detections,
+                              const std::vector<DecisionUpdate>&) {
+    absl::MutexLock lock(&mu);
+    for (const Detection& d : detections) detected[d.key] = d.time;
+  };
+  auto pack = ParseRulePack(R"pb(
+    rules {
+      id: "ssh-fail"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "Failed password for \\S+ from (?P<ip>\\S+) port"
+      threshold {
+        count: 3
+        window { seconds: 600 }
+      }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 600 }
+      }
+    }
+  )pb", "test.textproto");
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  auto rules = RuleSet::Compile({*pack});
+  ASSERT_TRUE(rules.ok()) << rules.status();
+  const absl::Time instant = absl::FromUnixSeconds(1'796'644'800);  // 2026-12-07 12:00:00 UTC
+  SimulatedClock clock(instant + absl::Seconds(30));
+  DecisionTable table(clock);
+  prometheus::Registry pipeline_registry;
+  Pipeline pipeline(*rules, options, clock, table, pipeline_registry);
+  SyslogReceiverOptions receiver_options;
+  receiver_options.flush_interval = absl::Milliseconds(10);
+  receiver_options.clock = &clock;  // the HOSTNAME's parse and the host places read it
+  auto r = SyslogReceiver::Start(
+      config, receiver_options,
+      [&](const palisade::v1::LogBatch& b) {
+        absl::Status s = pipeline.ProcessBatch(b).status();
+        absl::MutexLock lock(&mu);
+        processed += static_cast<size_t>(b.records_size());
+        return s;
+      },
+      registry_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto wait_processed = [&](size_t n) {
+    return Eventually([&] {
+      absl::MutexLock lock(&mu);
+      return processed >= n;
+    });
+  };
+  const std::string fail = " sshd[1]: Failed password for root from ";
+  const int relay = ConnectFrom("127.0.0.1", (*r)->tcp_port());
+  auto send = [relay](const std::string& line) {
+    ASSERT_EQ(::send(relay, line.data(), line.size(), 0), static_cast<ssize_t>(line.size()));
+  };
+  send("<38>Dec  7 12:00:00 web-utc" + fail + "198.51.100.1 port 22 ssh2\n");
+  ASSERT_TRUE(wait_processed(1));
+  for (int i = 0; i < 3; ++i) {
+    pipeline.ExpireWindows();
+    send(absl::StrCat("<38>Dec  7 07:00:", 10 + 10 * i, " web-ny", fail,
+                      "203.0.113.1 port 22 ssh2\n"));
+    ASSERT_TRUE(wait_processed(2 + i));
+  }
+  (*r)->Stop();
+  ::close(relay);
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(detected.count("203.0.113.1"), 1u) << "the lagging host's attempts were swept";
+  EXPECT_EQ(detected["203.0.113.1"], instant - absl::Hours(5) + absl::Seconds(30));
+}
+
+// A peer's HOSTNAMEs are the client's to choose: one sending a new one per line gets streams for
+// max_host_streams_per_peer of them, the rest going in the peer's own stream (counted), and
+// takes no place another peer holds; all peers' host streams are bounded too
+// (max_host_streams), past which a new host goes in its peer's stream.
+TEST_F(ReceiverTest, HostStreamsAreBoundedPerPeerAndInAll) {
+  palisade::v1::SyslogInput config;
+  config.set_name("central");
+  config.set_tcp_listen("127.0.0.1:0");
+  max_host_streams_per_peer_ = 2;
+  max_host_streams_ = 4;
+  auto r = Start(config);
+  ASSERT_NE(r, nullptr);
+  auto send = [](int fd, const std::string& data) {
+    ASSERT_EQ(::send(fd, data.data(), data.size(), 0), static_cast<ssize_t>(data.size()));
+  };
+  const int first = ConnectFrom("127.0.0.2", r->tcp_port());
+  send(first, "<38>Dec  7 12:00:00 a sshd[1]: x\n");
+  ASSERT_EQ(WaitFor(1).size(), 1u);
+  const int hostile = ConnectFrom("127.0.0.3", r->tcp_port());
+  std::string lines;
+  for (int i = 0; i < 50; ++i) lines += absl::StrCat("<38>Dec  7 12:00:00 h", i, " sshd[1]: y\n");
+  send(hostile, lines);
+  ASSERT_EQ(WaitFor(51).size(), 51u);
+  EXPECT_EQ(r->host_streams(), 3u);  // a, h0 and h1: the hostile peer's 48 others have none
+  send(first, "<38>Dec  7 12:00:00 b sshd[1]: x\n<38>Dec  7 12:00:00 A sshd[1]: x\n");
+  ASSERT_EQ(WaitFor(53).size(), 53u);
+  // A third peer finds all the places taken (4): its host goes in its own stream.
+  const int third = ConnectFrom("127.0.0.4", r->tcp_port());
+  send(third, "<38>Dec  7 12:00:00 c sshd[1]: x\n");
+  ASSERT_EQ(WaitFor(54).size(), 54u);
+  r->Stop();
+  for (int fd : {first, hostile, third}) ::close(fd);
+  EXPECT_EQ(r->host_streams(), 4u);
+  absl::MutexLock lock(&mu_);
+  // Lines per stream (a flush hands batches over in the streams' order, not the lines').
+  std::map<std::string, int> streams;
+  for (const std::string& s : senders_) ++streams[s.substr(0, s.find(" <"))];
+  // The first peer's place for "a" was kept, and "A" is "a" (case aside); "b" took the fourth.
+  EXPECT_THAT(streams, ElementsAre(Pair("127.0.0.2 a", 2), Pair("127.0.0.2 b", 1),
+                                   Pair("127.0.0.3", 48), Pair("127.0.0.3 h0", 1),
+                                   Pair("127.0.0.3 h1", 1), Pair("127.0.0.4", 1)));
+  EXPECT_EQ(Metric("palisade_syslog_host_streams_folded_total"), 49);
+}
+
+// A host's place (its stream "PEER HOST") is kept while the pipeline keeps that stream, which
+// it frees only 48 hours plus the longest window after its last line: given up earlier, hosts
+// renamed every few minutes would have the pipeline hold a stream for each, past its
+// max_sender_streams, for a day. A host that comes back within it gets the same stream again.
+TEST_F(ReceiverTest, AHostsPlaceIsReleasedOnlyPastTheIdleBound) {
+  SimulatedClock clock(absl::FromUnixSeconds(1'796'644'800));
+  palisade::v1::SyslogInput config;
+  config.set_name("central");
+  config.set_tcp_listen("127.0.0.1:0");
+  max_host_streams_per_peer_ = 1;
+  auto r = Start(config, &clock);
+  ASSERT_NE(r, nullptr);
+  const int port = r->tcp_port();
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 a sshd[1]: x"), "127.0.0.2 a");
+  clock.Advance(absl::Hours(71));
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 a sshd[1]: x"), "127.0.0.2 a");
+  // Quiet for the bound (72 h by default), not past it: "a" keeps its place.
+  clock.Advance(SyslogReceiverOptions().host_stream_idle);
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 b sshd[1]: x"), "127.0.0.2");
+  EXPECT_EQ(r->host_streams(), 1u);
+  // Past it (and "b" quiet as long since it was folded): "b" takes the place.
+  clock.Advance(SyslogReceiverOptions().host_stream_idle + absl::Seconds(1));
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 b sshd[1]: x"), "127.0.0.2 b");
+  r->Stop();
+  EXPECT_EQ(r->host_streams(), 1u);
+}
+
+// The engine keys a host's pid sessions by its stream: a host folded in its peer's stream stays
+// there while it keeps sending, even once a place is free, so it never moves mid-session; quiet
+// for the bound, it may take one.
+TEST_F(ReceiverTest, AFoldedHostStaysFoldedUntilQuietForTheBound) {
+  SimulatedClock clock(absl::FromUnixSeconds(1'796'644'800));
+  palisade::v1::SyslogInput config;
+  config.set_name("central");
+  config.set_tcp_listen("127.0.0.1:0");
+  max_host_streams_per_peer_ = 1;
+  auto r = Start(config, &clock);
+  ASSERT_NE(r, nullptr);
+  const int port = r->tcp_port();
+  const absl::Duration bound = SyslogReceiverOptions().host_stream_idle;
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 a sshd[1]: x"), "127.0.0.2 a");
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 b sshd[1]: x"), "127.0.0.2");
+  // "a" goes quiet and its place is free past the bound; "b", still sending, stays folded.
+  for (absl::Duration t; t < 2 * bound; t += bound / 4) {
+    clock.Advance(bound / 4);
+    EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 b sshd[1]: x"), "127.0.0.2") << t;
+  }
+  clock.Advance(bound + absl::Seconds(1));
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 b sshd[1]: x"), "127.0.0.2 b");
+  r->Stop();
+}
+
+// SyslogInput.max_host_streams_per_peer, when set, is the bound (the options' is the default);
+// over 8,192 (a transport's host streams in all, by default) it is refused, as the config is.
+TEST_F(ReceiverTest, TheConfigsHostStreamsPerPeerIsTheBound) {
+  palisade::v1::SyslogInput config;
+  config.set_name("central");
+  config.set_tcp_listen("127.0.0.1:0");
+  config.set_max_host_streams_per_peer(2);
+  max_host_streams_per_peer_ = 1;
+  auto r = Start(config);
+  ASSERT_NE(r, nullptr);
+  const int port = r->tcp_port();
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 a sshd[1]: x"), "127.0.0.2 a");
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 b sshd[1]: x"), "127.0.0.2 b");
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 c sshd[1]: x"), "127.0.0.2");
+  r->Stop();
+  config.set_max_host_streams_per_peer(8193);
+  SyslogReceiverOptions options;
+  const absl::Status refused =
+      SyslogReceiver::Start(
+          config, options, [](const palisade::v1::LogBatch&) { return absl::OkStatus(); },
+          registry_)
+          .status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.message(),
+              HasSubstr("max_host_streams_per_peer must be at most 8192, not 8193"));
+}
+
+// Every stream this receiver gives the pipeline counts against its max_sender_streams: UDP
+// senders, both transports' hosts and the TCP/TLS peers (max_connections at once, at least).
+// Start says so when these bounds together pass it (new senders would then share their
+// source's stream), and says nothing when they fit.
+TEST_F(ReceiverTest, StartLogsWhenItsStreamsCanPassThePipelinesSenderStreams) {
+  palisade::v1::SyslogInput config;
+  config.set_name("central");
+  config.set_udp_listen("127.0.0.1:0");
+  pipeline_sender_streams_ = 20000;
+  auto fits = Start(config);  // 10,000 UDP senders + 8,192 UDP hosts
+  ASSERT_NE(fits, nullptr);
+  fits->Stop();
+  {
+    absl::MutexLock lock(&mu_);
+    EXPECT_THAT(logs_, ::testing::Not(::testing::Contains(HasSubstr("max_sender_streams"))));
+  }
+  config.set_name("central2");
+  config.set_tcp_listen("127.0.0.1:0");
+  auto over = Start(config);  // and 8,192 TCP hosts + 64 connections: 26,448
+  ASSERT_NE(over, nullptr);
+  over->Stop();
+  absl::MutexLock lock(&mu_);
+  EXPECT_THAT(logs_, ::testing::Contains(HasSubstr(
+                         "26448 pipeline streams, over the pipeline's max_sender_streams 20000")));
+}
+
+// A frame naming no host (5424's "-", a 3164 frame whose first token is the tag) or that does
+// not parse goes in its peer's stream, as before hosts had theirs.
+TEST_F(ReceiverTest, FramesWithNoHostOrThatDoNotParseStayInThePeersStream) {
+  palisade::v1::SyslogInput config;
+  config.set_name("central");
+  config.set_tcp_listen("127.0.0.1:0");
+  auto r = Start(config);
+  ASSERT_NE(r, nullptr);
+  const int port = r->tcp_port();
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>1 2026-12-07T12:00:00Z - sshd 1 - - x"), "127.0.0.2");
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 sshd[1]: x"), "127.0.0.2");
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 sshd: x"), "127.0.0.2");
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>not a syslog time at all"), "127.0.0.2");
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>1 garbage"), "127.0.0.2");
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 web sshd[1]: x"), "127.0.0.2 web");
+  r->Stop();
+  EXPECT_EQ(r->host_streams(), 1u);
+  EXPECT_EQ(Metric("palisade_syslog_host_streams_folded_total"), 0);
+}
+
+// UDP datagrams carry any source address: forged with a TCP relay's, they take places from the
+// UDP peers' table and budget, not from the relay's.
+TEST_F(ReceiverTest, UdpForgedWithATcpPeersAddressTakesNoneOfItsPlaces) {
+  palisade::v1::SyslogInput config;
+  config.set_name("central");
+  config.set_udp_listen("127.0.0.1:0");
+  config.set_tcp_listen("127.0.0.1:0");
+  max_host_streams_per_peer_ = 2;
+  max_host_streams_ = 2;
+  auto r = Start(config);
+  ASSERT_NE(r, nullptr);
+  const int u = ::socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in src{};
+  src.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.2", &src.sin_addr);
+  ASSERT_EQ(::bind(u, reinterpret_cast<sockaddr*>(&src), sizeof(src)), 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(r->udp_port()));
+  inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+  for (int i = 0; i < 5; ++i) {
+    const std::string d = absl::StrCat("<38>Dec  7 12:00:00 forged", i, " sshd[1]: x");
+    ASSERT_EQ(::sendto(u, d.data(), d.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof(to)),
+              static_cast<ssize_t>(d.size()));
+    ASSERT_EQ(WaitFor(i + 1).size(), static_cast<size_t>(i + 1));
+  }
+  ::close(u);
+  const int port = r->tcp_port();
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 a sshd[1]: x"), "127.0.0.2 a");
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 b sshd[1]: x"), "127.0.0.2 b");
+  r->Stop();
+  EXPECT_EQ(r->host_streams(), 4u);  // two of each transport
+  EXPECT_EQ(Metric("palisade_syslog_host_streams_folded_total"), 3);
+}
+
+// Each batch names its sender (LogBatch.stream: the address the rate limit counts, and the
+// frame's HOSTNAME), a TCP one always; UDP senders (forgeable) only while at most
+// max_udp_senders have theirs: past that, none (the source's stream).
 TEST_F(ReceiverTest, BatchesNameTheirSenderWithinTheUdpSendersBound) {
   palisade::v1::SyslogInput config;
   config.set_name("central");
@@ -639,9 +943,9 @@ TEST_F(ReceiverTest, BatchesNameTheirSenderWithinTheUdpSendersBound) {
   r->Stop();
   ::close(fd);
   absl::MutexLock lock(&mu_);
-  EXPECT_THAT(senders_, ElementsAre("127.0.0.2 <38>Dec  7 12:00:00 a sshd[1]: one",
+  EXPECT_THAT(senders_, ElementsAre("127.0.0.2 a <38>Dec  7 12:00:00 a sshd[1]: one",
                                     " <38>Dec  7 12:00:00 b sshd[1]: two",
-                                    "127.0.0.4 <38>Dec  7 12:00:00 c sshd[1]: three"));
+                                    "127.0.0.4 c <38>Dec  7 12:00:00 c sshd[1]: three"));
   // The one that went in the source's stream is counted (no sender label: senders are forged).
   EXPECT_EQ(Metric("palisade_syslog_sender_streams_folded_total"), 1);
 }
@@ -1376,6 +1680,41 @@ TEST_F(ReceiverTest, UdpSendersPastTheCapShareOneBucket) {
   send("127.0.0.6", 2);
   EXPECT_EQ(Metric("palisade_syslog_rate_limited_drops_total"), 2);
   EXPECT_EQ(WaitFor(8).size(), 8u);
+}
+
+// A UDP sender's stream is a pipeline stream, which the pipeline keeps for host_stream_idle
+// (48 h plus the longest window) after its last line: a sender's place is given up only past
+// that, as a host's is. Released after 10 minutes, forged senders (max_udp_senders new ones
+// every 10 minutes) would have the pipeline hold a stream for each, past its shared
+// max_sender_streams, for a day.
+TEST_F(ReceiverTest, AUdpSendersPlaceIsReleasedOnlyPastTheIdleBound) {
+  SimulatedClock clock(absl::FromUnixSeconds(1'796'644'800));
+  palisade::v1::SyslogInput config;
+  config.set_name("central");
+  config.set_udp_listen("127.0.0.1:0");
+  auto r = Start(config, &clock, /*max_udp_senders=*/1);
+  ASSERT_NE(r, nullptr);
+  const absl::Duration bound = SyslogReceiverOptions().host_stream_idle;
+  size_t sent = 0;
+  // The stream the next datagram from `from` goes in.
+  auto stream_of = [&](const char* from) {
+    SendUdpFrom(from, r->udp_port(), 1);
+    ++sent;
+    if (WaitFor(sent).size() < sent) return std::string("(none)");
+    absl::MutexLock lock(&mu_);
+    const std::string& s = senders_.back();
+    return s.substr(0, s.find(" <"));
+  };
+  EXPECT_EQ(stream_of("127.0.0.2"), "127.0.0.2 h");
+  // Quiet for an hour, then for the bound: the place stays 127.0.0.2's.
+  clock.Advance(absl::Hours(1));
+  EXPECT_EQ(stream_of("127.0.0.3"), "");
+  clock.Advance(bound - absl::Hours(1));
+  EXPECT_EQ(stream_of("127.0.0.3"), "");
+  // Past it: the new sender takes the place.
+  clock.Advance(absl::Seconds(2));
+  EXPECT_EQ(stream_of("127.0.0.3"), "127.0.0.3 h");
+  r->Stop();
 }
 
 TEST_F(ReceiverTest, AUdpSenderOverItsRateIsDroppedAndCounted) {

@@ -620,12 +620,12 @@ absl::string_view Pipeline::PrepareLine(absl::string_view line, size_t cap,
   return line;
 }
 
-absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
-  return Run(ProtoBatch(batch));
+absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch, BatchSender sender) {
+  return Run(ProtoBatch(batch), sender);
 }
 
-absl::StatusOr<BatchAck> Pipeline::ProcessLines(const LineBatch& batch) {
-  return Run(ViewBatch(batch));
+absl::StatusOr<BatchAck> Pipeline::ProcessLines(const LineBatch& batch, BatchSender sender) {
+  return Run(ViewBatch(batch), sender);
 }
 
 bool Pipeline::WalksSideBySide(palisade::v1::LogFormat format) const {
@@ -721,7 +721,7 @@ void Pipeline::Prematch(LineBatch* batch) const {
 }
 
 template <typename Batch>
-absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
+absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch, BatchSender sender) {
   if (batch.format() == palisade::v1::LOG_FORMAT_UNSPECIFIED) {
     return absl::InvalidArgumentError(
         absl::StrCat("batch ", batch.sequence(), ": format is required"));
@@ -737,6 +737,13 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
     return absl::InvalidArgumentError(absl::StrCat(
         "batch ", batch.sequence(),
         ": format decisions is Palisade's own stream of decisions; it cannot be shipped"));
+  }
+  // Audit records name the API token a rule revokes: whoever writes one chooses the victim.
+  if (batch.format() == palisade::v1::LOG_FORMAT_CLOUDFLARE_AUDIT && !sender.audit_records) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "batch ", batch.sequence(),
+        ": format cloudflare_audit revokes API tokens; only palisaded's own audit-log poller "
+        "and clients with the admin role may send it"));
   }
   const absl::Time started = clock_.TimeNow();
   // The clock's now: for the daemon the batch's; replay's lines move the clock, and it is read
@@ -1332,6 +1339,17 @@ std::shared_ptr<const RuleSet> Pipeline::rules() const {
   return engine_.rules();
 }
 
+absl::Duration Pipeline::StreamIdleBoundLocked() const {
+  absl::Duration longest = options_.engine.sessions.ttl;
+  for (const auto& rule : engine_.rules()->rules()) longest = std::max(longest, rule->window);
+  return absl::Hours(24) + kFutureHorizon + longest;
+}
+
+absl::Duration Pipeline::stream_idle_bound() const {
+  absl::ReaderMutexLock lock(&rules_mu_);
+  return StreamIdleBoundLocked();
+}
+
 void Pipeline::ExpireWindows() {
   const absl::Time now = clock_.TimeNow();
   std::vector<absl::Time> stream_now;
@@ -1341,9 +1359,7 @@ void Pipeline::ExpireWindows() {
   // behind the clock, and the longest window (or session ttl) after that it has aged out.
   // Its place and id go to new streams (a freed id's windows, if any, would age by the new
   // stream's time: the safe side of never).
-  absl::Duration longest = options_.engine.sessions.ttl;
-  for (const auto& rule : engine_.rules()->rules()) longest = std::max(longest, rule->window);
-  const absl::Time idle_before = now - absl::Hours(24) - kFutureHorizon - longest;
+  const absl::Time idle_before = now - StreamIdleBoundLocked();
   {
     absl::MutexLock lock(&streams_mu_);
     for (auto it = streams_.begin(); it != streams_.end();) {

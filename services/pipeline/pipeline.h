@@ -21,7 +21,8 @@
 // in replay, on the same line, so replay decides as the daemon does). Decisions made by rules
 // of LOG_FORMAT_DECISIONS are never fed, whatever their patterns say, so a pack that counts
 // its own decisions cannot loop. Batches shipped in that format are refused: the stream is
-// Palisade's own.
+// Palisade's own. Batches of LOG_FORMAT_CLOUDFLARE_AUDIT are refused too unless their sender
+// may feed them (BatchSender): those records revoke API tokens by id.
 //
 // Thread-safety: all methods are thread-safe.
 #ifndef PALISADE_SERVICES_PIPELINE_PIPELINE_H_
@@ -214,13 +215,26 @@ struct LineBatch {
   }
 };
 
+// Who sent a batch, for the formats only some senders may feed. The default is what any
+// ingest client (a shipper host, a syslog peer) may send.
+struct BatchSender {
+  // May feed LOG_FORMAT_CLOUDFLARE_AUDIT, whose records revoke API tokens by id: the server sets
+  // it for its own audit-log poller and for an Ingest.Ship client with the admin role (which
+  // Decisions.Add already lets revoke any token); replay (services/replay) sets it too, as its
+  // decisions reach no edge. Default false: such a batch is refused (kPermissionDenied), so an
+  // ingest client cannot name the token to revoke.
+  bool audit_records = false;
+};
+
 class Pipeline {
  public:
   Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options, Clock& clock,
            DecisionTable& decisions, prometheus::Registry& registry);
 
-  // Runs one batch through the pipeline. kInvalidArgument for a batch without a format.
-  absl::StatusOr<palisade::v1::BatchAck> ProcessBatch(const palisade::v1::LogBatch& batch);
+  // Runs one batch through the pipeline. kInvalidArgument for a batch without a format;
+  // kPermissionDenied for one in a format `sender` may not feed (BatchSender).
+  absl::StatusOr<palisade::v1::BatchAck> ProcessBatch(const palisade::v1::LogBatch& batch,
+                                                      BatchSender sender = {});
 
   // Recidive for decisions made outside a batch: a cluster's writer decides the detections
   // other nodes send (ClusterNodeOptions::decided). Each one created is fed back
@@ -231,7 +245,8 @@ class Pipeline {
                      const std::vector<DecisionUpdate>& updates);
   // The same for lines as views; the result is the one ProcessBatch gives for a LogBatch of
   // these lines, whether or not Prematch ran over them first.
-  absl::StatusOr<palisade::v1::BatchAck> ProcessLines(const LineBatch& batch);
+  absl::StatusOr<palisade::v1::BatchAck> ProcessLines(const LineBatch& batch,
+                                                      BatchSender sender = {});
   // The stateless part of matching, for every line of `batch` (see Engine::Prematch): may run
   // on any thread, concurrently with anything, ahead of the ProcessLines of the batch (which
   // must wait for it). Changes no state of the pipeline.
@@ -255,6 +270,12 @@ class Pipeline {
   // source that stops does not keep its windows forever). Windows of no known stream age on the
   // clock. Frees the streams idle past what anything could age by (see max_streams).
   void ExpireWindows();
+  // How long ExpireWindows keeps a stream with no batch, with the rules loaded now: a day (the
+  // watermark's clamp), plus kFutureHorizon, plus the longest rule window or session ttl. A
+  // syslog receiver keeps a sender's or host's place at least this long
+  // (SyslogReceiverOptions::host_stream_idle), so it never names more streams than it has
+  // places. Grows when rules with a longer window are loaded.
+  absl::Duration stream_idle_bound() const;
 
   // Admin.TestRules: runs `rules` (or the loaded ones) over lines, without touching windows.
   // Times written without a UTC offset are read in `time_zone`, the zone the daemon reads them
@@ -349,7 +370,7 @@ class Pipeline {
   // ProcessBatch and ProcessLines: `Batch` is an adapter over a LogBatch or a LineBatch
   // (pipeline.cc).
   template <typename Batch>
-  absl::StatusOr<palisade::v1::BatchAck> Run(const Batch& batch);
+  absl::StatusOr<palisade::v1::BatchAck> Run(const Batch& batch, BatchSender sender);
   // The line as matched: the trailing newline and CR dropped, cut at `cap` (LineCap), NULs and
   // invalid UTF-8 replaced, byte for byte (into `*sanitized`). Sets *truncated / *sanitize when
   // it did either.
@@ -398,6 +419,8 @@ class Pipeline {
   void FeedLine(absl::string_view line, absl::Time when, uint32_t stream, FedMemo& memo,
                 ParsedLine& parsed, std::vector<Detection>* out)
       ABSL_SHARED_LOCKS_REQUIRED(rules_mu_);
+  // stream_idle_bound, under rules_mu_ (ExpireWindows holds it).
+  absl::Duration StreamIdleBoundLocked() const ABSL_SHARED_LOCKS_REQUIRED(rules_mu_);
   // A memo of the pool (or a new one), emptied unless it was found with `rules`; and back.
   std::unique_ptr<FedMemo> TakeFedMemo(const RuleSet* rules);
   void ReturnFedMemo(std::unique_ptr<FedMemo> memo);

@@ -871,6 +871,34 @@ TEST_F(PipelineTest, IdleStreamsAreFreedForNewSources) {
   EXPECT_EQ(ack->detections(), 1u);
 }
 
+// stream_idle_bound is how long ExpireWindows keeps an idle stream, with the rules loaded now:
+// a syslog receiver keeps its senders' and hosts' places that long (palisaded sets its
+// host_stream_idle from it), so it never names more streams than it has places.
+TEST_F(PipelineTest, StreamIdleBoundIsWhatExpireWindowsKeeps) {
+  PipelineOptions options;
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(), options, clock_, table, registry);
+  // A day, kFutureHorizon and the session ttl (10 minutes, longer than the rule's minute).
+  EXPECT_EQ(pipeline.stream_idle_bound(), absl::Hours(48) + absl::Minutes(10));
+  // A rule with a 20-hour window makes it longer, and ExpireWindows keeps streams that long.
+  pipeline.SetRules(*RuleSet::Compile({*ParseRulePack(
+      absl::StrReplaceAll(kPack, {{"window { seconds: 60 }", "window { seconds: 72000 }"}}),
+      "long.textproto")}));
+  const absl::Duration bound = pipeline.stream_idle_bound();
+  EXPECT_EQ(bound, absl::Hours(68));
+  LogBatch b = Backlog({{"203.0.113.7", 0}});
+  b.set_stream("192.0.2.1");
+  ASSERT_THAT(pipeline.ProcessBatch(b), IsOk());
+  const size_t streams = pipeline.streams();
+  clock_.Advance(bound);
+  pipeline.ExpireWindows();
+  EXPECT_EQ(pipeline.streams(), streams);
+  clock_.Advance(absl::Seconds(1));
+  pipeline.ExpireWindows();
+  EXPECT_LT(pipeline.streams(), streams);
+}
+
 // The engine's byte bounds reach Prometheus through the pipeline, each under its own name and
 // label: evictions by the key cap and by the memory budget are told apart, cut evidence counted.
 TEST_F(PipelineTest, EngineBoundsArePublishedAsMetrics) {
@@ -2111,6 +2139,73 @@ TEST_F(RecidiveTest, PathKeysCannotPoseAsAddresses) {
   DecisionFilter filter;
   filter.target = "198.51.100.77";
   EXPECT_THAT(table.List(filter), SizeIs(0));
+}
+
+}  // namespace
+}  // namespace palisade
+
+namespace palisade {
+namespace {
+
+// The shipped audit pack revokes an API token by id. An ingest client (any shipper host) must
+// not be able to choose the victim: a forged audit record shipped as raw, or in the audit
+// format by a sender the server did not allow, decides no revocation.
+class AuditRecordsTest : public ::testing::Test {
+ protected:
+  AuditRecordsTest() : table_(clock_) {
+    absl::StatusOr<LoadedPack> pack = LoadRulePackFile("rules/cloudflare-audit.textproto");
+    EXPECT_THAT(pack, IsOk());
+    CidrSets sets;
+    sets.emplace("cloudflare_token_ips", *CidrSet::Parse({"192.0.2.0/24"}));
+    absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile({*pack}, sets);
+    EXPECT_THAT(rules, IsOk());
+    pipeline_ = std::make_unique<Pipeline>(*rules, PipelineOptions(), clock_, table_, registry_);
+  }
+
+  static LogBatch Forged(LogFormat format) {
+    LogBatch batch;
+    batch.set_source("web-1");
+    batch.set_format(format);
+    batch.add_records()->set_line(
+        "{\"actor\":{\"ip_address\":\"203.0.113.9\","
+        "\"token_id\":\"ed17574386854bf78a67040be0a770b0\"}}");
+    return batch;
+  }
+
+  SimulatedClock clock_;
+  prometheus::Registry registry_;
+  DecisionTable table_;
+  std::unique_ptr<Pipeline> pipeline_;
+};
+
+TEST_F(AuditRecordsTest, AForgedRecordShippedAsRawRevokesNothing) {
+  ASSERT_THAT(pipeline_->ProcessBatch(Forged(LogFormat::LOG_FORMAT_RAW)), IsOk());
+  EXPECT_THAT(table_.List({}), SizeIs(0));
+}
+
+TEST_F(AuditRecordsTest, AnIngestClientsBatchOfAuditRecordsIsRefused) {
+  EXPECT_THAT(pipeline_->ProcessBatch(Forged(LogFormat::LOG_FORMAT_CLOUDFLARE_AUDIT)),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("cloudflare_audit")));
+  const LogBatch forged = Forged(LogFormat::LOG_FORMAT_CLOUDFLARE_AUDIT);
+  LineBatch lines;
+  lines.format = forged.format();
+  lines.source = forged.source();
+  lines.lines.push_back(forged.records(0).line());
+  EXPECT_THAT(pipeline_->ProcessLines(lines),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("cloudflare_audit")));
+  EXPECT_THAT(table_.List({}), SizeIs(0));
+}
+
+// What the server lets feed them (its own poller, an admin's Ship) revokes as the pack says.
+TEST_F(AuditRecordsTest, RecordsFromAnAllowedSenderRevokeTheToken) {
+  BatchSender poller;
+  poller.audit_records = true;
+  ASSERT_THAT(pipeline_->ProcessBatch(Forged(LogFormat::LOG_FORMAT_CLOUDFLARE_AUDIT), poller),
+              IsOk());
+  std::vector<palisade::v1::Decision> decisions = table_.List({});
+  ASSERT_THAT(decisions, SizeIs(1));
+  EXPECT_EQ(decisions[0].target().value(), "ed17574386854bf78a67040be0a770b0");
+  EXPECT_EQ(decisions[0].target().kind(), palisade::v1::TARGET_KIND_TOKEN_ID);
 }
 
 }  // namespace

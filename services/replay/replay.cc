@@ -137,7 +137,11 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
   Pipeline pipeline(rules, options, clock, table, registry);
   const uint32_t n = std::max<uint32_t>(1, replay.batch_lines);
   auto process = [&](const LineBatch& batch) -> absl::Status {
-    absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessLines(batch);
+    // Offline: audit records (which only palisaded's own poller may feed a daemon) decide
+    // nothing that reaches an edge here.
+    BatchSender offline;
+    offline.audit_records = true;
+    absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessLines(batch, offline);
     if (!ack.ok()) return ack.status();
     summary.lines += batch.lines.size();
     summary.malformed += ack->malformed();

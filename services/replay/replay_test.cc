@@ -890,5 +890,26 @@ TEST(ReplayTest, RecidiveTurnsTheThirdBlockOfADayIntoAWeek) {
   }
 }
 
+
+// A file of audit records (as the poller renders them, or as saved from the API) replays
+// offline: only palisaded's own poller may feed them to a daemon, but a replay reaches no edge.
+TEST(ReplayTest, AuditRecordsReplayAndDecideTheTokenUsedFromOutsideItsRange) {
+  absl::StatusOr<LoadedPack> pack = LoadRulePackFile("rules/cloudflare-audit.textproto");
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  CidrSets sets;
+  sets.emplace("cloudflare_token_ips", *CidrSet::Parse({"192.0.2.0/24"}));
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile({*pack}, sets);
+  ASSERT_TRUE(rules.ok()) << rules.status();
+  const std::vector<std::string> lines = {
+      "{\"id\":\"a1\",\"action\":{\"result\":\"success\",\"time\":\"2026-03-03T14:02:01Z\","
+      "\"type\":\"create\"},\"actor\":{\"email\":\"ci@example.com\",\"ip_address\":"
+      "\"203.0.113.50\",\"token_id\":\"ed17574386854bf78a67040be0a770b0\",\"token_name\":"
+      "\"ci-deploy\"},\"resource\":{\"id\":\"r\",\"type\":\"filters.list\"}}"};
+  absl::StatusOr<ReplaySummary> summary =
+      Replay(*rules, palisade::v1::LOG_FORMAT_CLOUDFLARE_AUDIT, lines, ReplayOptions());
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(Targets(*summary), std::set<std::string>{"ed17574386854bf78a67040be0a770b0"});
+}
+
 }  // namespace
 }  // namespace palisade

@@ -332,6 +332,7 @@ absl::Status ValidateCloudflare(const std::string& file, palisade::v1::Cloudflar
   if (!cf->has_flush_interval()) cf->mutable_flush_interval()->set_seconds(1);
   if (!cf->has_reconcile_interval()) cf->mutable_reconcile_interval()->set_seconds(300);
   if (!cf->has_retry_initial_backoff()) cf->mutable_retry_initial_backoff()->set_seconds(1);
+  if (!cf->has_audit_logs_interval()) cf->mutable_audit_logs_interval()->set_seconds(60);
   // The client takes the budget as an int.
   if (cf->budget_requests() > static_cast<uint32_t>(std::numeric_limits<int>::max())) {
     return error("budget_requests", absl::StrCat(cf->budget_requests(), " is more than ",
@@ -353,6 +354,9 @@ absl::Status ValidateCloudflare(const std::string& file, palisade::v1::Cloudflar
            Bounds{"budget_window", cf->budget_window(), absl::Seconds(1), absl::Hours(24)},
            Bounds{"retry_initial_backoff", cf->retry_initial_backoff(), absl::Milliseconds(10),
                   absl::Seconds(30)},
+           // The floor admits the e2e tests' quick polls; each poll is at least one API call.
+           Bounds{"audit_logs_interval", cf->audit_logs_interval(), absl::Milliseconds(100),
+                  absl::Hours(1)},
        }) {
     const absl::Duration d = FromProtoDuration(b.value);
     if (d < b.least || d > b.most) {
@@ -826,6 +830,14 @@ absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
       return absl::InvalidArgumentError(absl::StrCat(
           file, ": inputs.syslog \"", in.name(),
           "\": per_address_ipv6_prefix must be 48..128, not ", in.per_address_ipv6_prefix()));
+    }
+    // A peer's hosts with a stream of their own: at most the 8,192 host streams its transport
+    // has in all (SyslogReceiverOptions::max_host_streams), which one peer may take whole.
+    if (in.max_host_streams_per_peer() > 8192) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(file, ": inputs.syslog \"", in.name(),
+                       "\": max_host_streams_per_peer must be at most 8192, not ",
+                       in.max_host_streams_per_peer()));
     }
     if (!in.has_idle_timeout()) continue;
     const absl::Duration d = FromProtoDuration(in.idle_timeout());

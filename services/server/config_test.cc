@@ -380,6 +380,15 @@ TEST(ConfigTest, SessionBoundsHaveDefaultsAndLimits) {
                 IsOk())
         << prefix;
   }
+  // Host streams per peer: 0 (1,024) up to 8,192 (a transport's host streams in all).
+  for (const char* hosts : {"0", "1", "8192"}) {
+    EXPECT_THAT(ParseConfig(absl::StrCat("rule_files: \"a\" inputs { syslog { name: \"s\" "
+                                         "udp_listen: \"127.0.0.1:0\" max_host_streams_per_peer: ",
+                                         hosts, " } }"),
+                            "c.textproto", "."),
+                IsOk())
+        << hosts;
+  }
   const std::pair<const char*, const char*> bad[] = {
       {R"pb(state_retention { seconds: 86400 })pb", "state_retention"},
       {R"pb(decisions_memory_budget_bytes: 1000)pb", "decisions_memory_budget_bytes"},
@@ -422,6 +431,10 @@ TEST(ConfigTest, SessionBoundsHaveDefaultsAndLimits) {
               syslog { name: "s" tcp_listen: "127.0.0.1:0" per_address_ipv6_prefix: 129 }
             })pb",
        "inputs.syslog \"s\": per_address_ipv6_prefix must be 48..128, not 129"},
+      {R"pb(inputs {
+              syslog { name: "s" udp_listen: "127.0.0.1:0" max_host_streams_per_peer: 8193 }
+            })pb",
+       "inputs.syslog \"s\": max_host_streams_per_peer must be at most 8192, not 8193"},
   };
   for (const auto& [text, message] : bad) {
     EXPECT_THAT(ParseConfig(absl::StrCat("rule_files: \"a\" ", text), "c.textproto", "."),
@@ -1080,11 +1093,17 @@ TEST(ConfigTest, CloudflareTimesAndTheBudgetAreBounded) {
   for (const char* ok : {"", "request_timeout { seconds: 1 }", "request_timeout { seconds: 300 }",
                          "flush_interval { nanos: 10000000 }", "flush_interval { seconds: 60 }",
                          "reconcile_interval { nanos: 100000000 }",  // the e2e tests' 300 ms
+                         "audit_logs_interval { nanos: 100000000 }",
+                         "audit_logs_interval { seconds: 3600 }",
                          "retry_initial_backoff { nanos: 10000000 }",
                          "budget_window { seconds: 1 }",
                          "budget_requests: 2147483647"}) {
     EXPECT_THAT(parse(ok), IsOk()) << ok;
   }
+  // Unset: a poll a minute.
+  absl::StatusOr<palisade::v1::Config> defaults = parse("");
+  ASSERT_THAT(defaults, IsOk());
+  EXPECT_EQ(defaults->cloudflare().audit_logs_interval().seconds(), 60);
   const std::pair<const char*, const char*> bad[] = {
       {"request_timeout { }", "cloudflare.request_timeout: 0 is not within 1s..5m"},
       {"request_timeout { seconds: -10 }", "cloudflare.request_timeout: -10s is not within"},
@@ -1097,6 +1116,8 @@ TEST(ConfigTest, CloudflareTimesAndTheBudgetAreBounded) {
       {"budget_window { seconds: -300 }", "cloudflare.budget_window: -5m"},
       {"retry_initial_backoff { nanos: 1000000 }",
        "cloudflare.retry_initial_backoff: 1ms is not within 10ms..30s"},
+      {"audit_logs_interval { }", "cloudflare.audit_logs_interval: 0 is not within 100ms..1h"},
+      {"audit_logs_interval { seconds: 3601 }", "cloudflare.audit_logs_interval: 1h1s"},
       {"budget_requests: 2147483648",
        "cloudflare.budget_requests: 2147483648 is more than 2147483647"},
   };

@@ -10,10 +10,12 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 #include "google/protobuf/arena.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/stubs/common.h"
 #include "google/protobuf/wire_format_lite.h"
+#include "grpcpp/alarm.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "services/common/proto_time.h"
 
@@ -38,6 +40,20 @@ void CountIfRefusedForSize(grpc::CallbackServerContext* context, ApiLimits& limi
   if (context->IsCancelled() && std::chrono::system_clock::now() < context->deadline()) {
     limits.CountRefusal(method, "max_message_bytes");
   }
+}
+
+// Whose share of api.max_streams a streaming call counts in (ApiLimits::AcquireStream): called
+// once Allow passed, so with clients configured the bearer token is a known one, and its hash
+// stands for the client (the Authorizer does not hand out the client's name). Never shown,
+// logged or counted. Empty without a token: no clients are configured, there is no one to tell
+// apart, and only the process's pool applies.
+std::string StreamClient(const grpc::CallbackServerContext* context) {
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) return std::string();
+  absl::string_view header(it->second.data(), it->second.size());
+  if (!absl::ConsumePrefix(&header, "Bearer ") || header.empty()) return std::string();
+  return Authorizer::HashToken(header);
 }
 
 // A request that came as bytes (a raw method), parsed once its caller is allowed, never before
@@ -134,9 +150,10 @@ grpc::Status ToWire(const google::protobuf::Message& message, grpc::ByteBuffer* 
 // (a reused message would keep the capacity of the largest batch for the stream's life).
 class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  ShipReactor(grpc::CallbackServerContext* context, Pipeline& pipeline, ApiLimits& limits,
-              ShipDedup* dedup, ApiLimits::StreamSlot slot)
+  ShipReactor(grpc::CallbackServerContext* context, const Guarded& guard, Pipeline& pipeline,
+              ApiLimits& limits, ShipDedup* dedup, ApiLimits::StreamSlot slot)
       : context_(context),
+        guard_(guard),
         pipeline_(pipeline),
         limits_(limits),
         dedup_(dedup),
@@ -188,7 +205,7 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
         // The cut flags (empty when no line is cut) follow their lines.
         lines.cut.erase(lines.cut.begin(),
                         lines.cut.begin() + std::min<size_t>(skip, lines.cut.size()));
-        return pipeline_.ProcessLines(lines);
+        return pipeline_.ProcessLines(lines, SenderFor(header.format()));
       });
     }
     // Records with event times or fields: parsed on an arena sized from the message, so that
@@ -207,8 +224,19 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     batch.clear_stream();
     return Run(batch, batch.records_size(), [&](int skip) {
       if (skip > 0) batch.mutable_records()->DeleteSubrange(0, skip);
-      return pipeline_.ProcessBatch(batch);
+      return pipeline_.ProcessBatch(batch, SenderFor(batch.format()));
     });
+  }
+
+  // Audit records (LOG_FORMAT_CLOUDFLARE_AUDIT) revoke API tokens by id: only an admin client
+  // may ship them (Decisions.Add already lets it revoke); the pipeline refuses them from any
+  // other (PERMISSION_DENIED). The role is asked only for such a batch.
+  BatchSender SenderFor(palisade::v1::LogFormat format) const {
+    BatchSender sender;
+    if (format == palisade::v1::LOG_FORMAT_CLOUDFLARE_AUDIT) {
+      sender.audit_records = guard_.Allow(context_, Role::kAdmin, "Ingest.Ship").ok();
+    }
+    return sender;
   }
 
   // A parsed batch (`header`: its fields, maybe without its records): a follow-mode batch goes
@@ -240,6 +268,7 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
 
  private:
   grpc::CallbackServerContext* const context_;
+  const Guarded& guard_;
   bool reads_ended_ = false;
   Pipeline& pipeline_;
   ApiLimits& limits_;
@@ -394,6 +423,11 @@ class PushReactor final : public grpc::ServerReadReactor<palisade::v1::FeedChunk
 // waiting), and the reactor writes one event at a time from it. Overflow ends the call with
 // RESOURCE_EXHAUSTED; the client resumes with after_sequence. Events are written as bytes (Watch
 // is a raw method), each serialized as it is written.
+// A client that does not read holds its write forever (flow control), and a write's completion
+// was the only thing that ended the call: the stream kept its slot and up to kQueueBytes. Two
+// alarms end it off the hub's lock: a write pending past Options::write_stall, and an overflow
+// whose in-flight write has not completed within Options::overflow_grace. Either finishes the
+// call, frees its slot and queue at once, and cancels it (the only way past a held write).
 class WatchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                            public EventHub::Subscriber {
  public:
@@ -403,8 +437,9 @@ class WatchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   // And bytes (serialized size): detections carry evidence lines an attacker sizes (issue 12).
   static constexpr size_t kQueueBytes = size_t{16} << 20;
 
-  WatchReactor(EventHub& hub, ApiLimits::StreamSlot slot, const palisade::v1::WatchRequest& request)
-      : hub_(hub), slot_(std::move(slot)) {
+  WatchReactor(grpc::CallbackServerContext* context, EventHub& hub, ApiLimits::StreamSlot slot,
+               const palisade::v1::WatchRequest& request, const EventsService::Options& options)
+      : context_(context), hub_(hub), options_(options), slot_(std::move(slot)) {
     absl::Status s = hub_.Subscribe(this, request);
     if (!s.ok()) {
       absl::MutexLock lock(&mu_);
@@ -421,8 +456,10 @@ class WatchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     if (queue_.size() >= kQueue || (!queue_.empty() && queued_bytes_ + size > kQueueBytes) ||
         size > size_t{std::numeric_limits<int>::max()}) {
       // A write is in flight (the queue is not empty); its completion ends the call. Finishing
-      // here, under the hub's lock, could meet OnDone taking that lock.
+      // here, under the hub's lock, could meet OnDone taking that lock; and a client that does
+      // not read never completes it: the overflow alarm ends the call then.
       overflowed_ = true;
+      overflow_alarm_ = ArmLocked(options_.overflow_grace, /*overflow=*/true);
       return false;
     }
     queue_.push_back(event);
@@ -439,6 +476,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
       return;
     }
     wire_.Clear();
+    if (queue_.empty()) return;  // let go of by an alarm that ended the call
     last_written_ = queue_.front().sequence();
     queued_bytes_ -= std::min(queued_bytes_, queue_.front().ByteSizeLong());
     queue_.pop_front();
@@ -459,12 +497,31 @@ class WatchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
 
   void OnDone() override {
     hub_.Unsubscribe(this);  // no Deliver runs after this
-    delete this;
+    grpc::Alarm* alarms[2];
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      ++pending_;  // held while the alarms are cancelled: their callbacks may not delete this
+      alarms[0] = stall_alarm_.get();
+      alarms[1] = overflow_alarm_.get();  // neither is replaced once done_ is set
+      ReleaseLocked();
+    }
+    // Outside mu_: a cancelled alarm's callback may run on this thread, and takes mu_.
+    for (grpc::Alarm* alarm : alarms) {
+      if (alarm != nullptr) alarm->Cancel();
+    }
+    Unhold();
   }
 
  private:
   void WriteFrontLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     writing_ = true;
+    ++writes_;
+    if (!stall_armed_) {
+      stall_armed_ = true;
+      retired_alarm_ = std::move(stall_alarm_);  // may be the one whose callback runs now
+      stall_alarm_ = ArmLocked(options_.write_stall, /*overflow=*/false);
+    }
     // More are waiting: let gRPC coalesce them into fewer frames.
     grpc::WriteOptions options;
     if (queue_.size() > 1) options.set_buffer_hint();
@@ -477,17 +534,89 @@ class WatchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     finished_ = true;
     Finish(status);
   }
+  // The slot and the queued events, let go of as soon as the call is over.
+  void ReleaseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    slot_ = ApiLimits::StreamSlot();
+    std::deque<palisade::v1::Event>().swap(queue_);
+    queued_bytes_ = 0;
+  }
 
+  // An alarm `after` from now; its callback (OnAlarm) always runs, cancelled or not, and the
+  // reactor is deleted only once none is pending.
+  std::unique_ptr<grpc::Alarm> ArmLocked(absl::Duration after, bool overflow)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto alarm = std::make_unique<grpc::Alarm>();
+    ++pending_;
+    const uint64_t write = writes_;
+    alarm->Set(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(after),
+               [this, overflow, write](bool ok) { OnAlarm(ok, overflow, write); });
+    return alarm;
+  }
+
+  // `write`: the write pending when a stall alarm was set; still pending, the client reads
+  // nothing. Otherwise the alarm is set again while a write is pending.
+  void OnAlarm(bool ok, bool overflow, uint64_t write) {
+    bool cancel = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!overflow) stall_armed_ = false;
+      if (!done_ && ok && !finished_) {
+        if (overflow) {
+          cancel = true;
+          FinishLocked(grpc::Status(
+              grpc::StatusCode::RESOURCE_EXHAUSTED,
+              absl::StrCat("subscriber fell ", kQueue, " events or ", kQueueBytes,
+                           " bytes behind and read nothing more; resume after sequence ",
+                           last_written_)));
+        } else if (writing_ && writes_ == write) {
+          cancel = true;
+          FinishLocked(grpc::Status(
+              grpc::StatusCode::RESOURCE_EXHAUSTED,
+              absl::StrCat("the client read no event for ",
+                           absl::FormatDuration(options_.write_stall),
+                           "; resume after sequence ", last_written_)));
+        } else if (writing_) {
+          stall_armed_ = true;
+          retired_alarm_ = std::move(stall_alarm_);
+          stall_alarm_ = ArmLocked(options_.write_stall, /*overflow=*/false);
+        }
+      }
+      if (cancel) ReleaseLocked();
+    }
+    // Still counted in pending_: OnDone cannot delete this before it returns.
+    if (cancel) context_->TryCancel();
+    Unhold();
+  }
+
+  // One pending alarm (or OnDone's hold) less; the last one out once the call is done deletes.
+  void Unhold() {
+    bool last = false;
+    {
+      absl::MutexLock lock(&mu_);
+      last = --pending_ == 0 && done_;
+    }
+    if (last) delete this;
+  }
+
+  grpc::CallbackServerContext* const context_;
   EventHub& hub_;
-  ApiLimits::StreamSlot slot_;
+  const EventsService::Options options_;
   absl::Mutex mu_;
+  ApiLimits::StreamSlot slot_ ABSL_GUARDED_BY(mu_);
   std::deque<palisade::v1::Event> queue_ ABSL_GUARDED_BY(mu_);
   grpc::ByteBuffer wire_ ABSL_GUARDED_BY(mu_);  // the front event while it is written
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t writes_ ABSL_GUARDED_BY(mu_) = 0;  // writes started
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool overflowed_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t last_written_ ABSL_GUARDED_BY(mu_) = 0;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;  // OnDone ran
+  int pending_ ABSL_GUARDED_BY(mu_) = 0;    // alarms whose callback has not run, and holds
+  bool stall_armed_ ABSL_GUARDED_BY(mu_) = false;
+  std::unique_ptr<grpc::Alarm> stall_alarm_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<grpc::Alarm> retired_alarm_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<grpc::Alarm> overflow_alarm_ ABSL_GUARDED_BY(mu_);
 };
 
 // Streaming calls refused by the authorizer end at once with its status.
@@ -551,11 +680,12 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* IngestService::Ship
   if (grpc::Status a = Allow(context, Role::kIngest, "Ingest.Ship"); !a.ok()) {
     return new RefusedBidi<grpc::ByteBuffer, grpc::ByteBuffer>(a);
   }
-  absl::StatusOr<ApiLimits::StreamSlot> slot = limits_.AcquireStream("Ingest.Ship");
+  absl::StatusOr<ApiLimits::StreamSlot> slot =
+      limits_.AcquireStream("Ingest.Ship", StreamClient(context));
   if (!slot.ok()) {
     return new RefusedBidi<grpc::ByteBuffer, grpc::ByteBuffer>(ToGrpcStatus(slot.status()));
   }
-  return new ShipReactor(context, pipeline_, limits_, dedup_, *std::move(slot));
+  return new ShipReactor(context, *this, pipeline_, limits_, dedup_, *std::move(slot));
 }
 
 grpc::ServerUnaryReactor* DecisionsService::List(grpc::CallbackServerContext* context,
@@ -904,7 +1034,8 @@ grpc::ServerReadReactor<palisade::v1::FeedChunk>* FeedsService::Push(
   if (grpc::Status a = Allow(context, Role::kIngest, "Feeds.Push"); !a.ok()) {
     return new RefusedRead<palisade::v1::FeedChunk>(a);
   }
-  absl::StatusOr<ApiLimits::StreamSlot> slot = limits_.AcquireStream("Feeds.Push");
+  absl::StatusOr<ApiLimits::StreamSlot> slot =
+      limits_.AcquireStream("Feeds.Push", StreamClient(context));
   if (!slot.ok()) return new RefusedRead<palisade::v1::FeedChunk>(ToGrpcStatus(slot.status()));
   return new PushReactor(context, *this, feeds_, limits_, push_caps_, admin_only_, *std::move(slot),
                          response);
@@ -955,9 +1086,10 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* EventsService::Watch(
     return new RefusedWrite<grpc::ByteBuffer>(grpc::Status(
         grpc::StatusCode::INVALID_ARGUMENT, absl::StrCat("Events.Watch: ", valid.message())));
   }
-  absl::StatusOr<ApiLimits::StreamSlot> slot = limits_.AcquireStream("Events.Watch");
+  absl::StatusOr<ApiLimits::StreamSlot> slot =
+      limits_.AcquireStream("Events.Watch", StreamClient(context));
   if (!slot.ok()) return new RefusedWrite<grpc::ByteBuffer>(ToGrpcStatus(slot.status()));
-  return new WatchReactor(hub_, *std::move(slot), *parsed);
+  return new WatchReactor(context, hub_, *std::move(slot), *parsed, options_);
 }
 
 }  // namespace palisade

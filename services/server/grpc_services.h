@@ -24,6 +24,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "palisade/v1/palisade.grpc.pb.h"
 #include "prometheus/counter.h"
@@ -258,11 +259,23 @@ class FeedsService final
   const std::map<std::string, std::string> admin_only_;
 };
 
+// How long a Watch may stay stuck before it is ended and its slot freed (a client that does
+// not read: gRPC's flow control then holds the write, whose completion never comes).
+struct EventsServiceOptions {
+  // A write of an event pending this long: the client reads nothing.
+  absl::Duration write_stall = absl::Minutes(2);
+  // Once the queue overflowed (the call is over), the in-flight write has this long to
+  // complete and carry RESOURCE_EXHAUSTED; past it the call is cancelled.
+  absl::Duration overflow_grace = absl::Seconds(10);
+};
+
 class EventsService final
     : public palisade::v1::Events::WithRawCallbackMethod_Watch<palisade::v1::Events::Service>,
       public Guarded {
  public:
-  EventsService(EventHub& hub, ApiLimits& limits) : hub_(hub), limits_(limits) {}
+  using Options = EventsServiceOptions;
+  EventsService(EventHub& hub, ApiLimits& limits, Options options = Options())
+      : hub_(hub), limits_(limits), options_(options) {}
   // The request (a WatchRequest) as bytes; the events are written serialized.
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Watch(grpc::CallbackServerContext* context,
                                                     const grpc::ByteBuffer* request) override;
@@ -270,6 +283,7 @@ class EventsService final
  private:
   EventHub& hub_;
   ApiLimits& limits_;
+  const Options options_;
 };
 
 }  // namespace palisade

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <atomic>
 #include <memory>
+#include <functional>
 #include <thread>
 
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "prometheus/registry.h"
@@ -130,6 +132,85 @@ TEST(IngestServiceTest, AShippedBatchsStreamIsIgnored) {
   }
   call->WritesDone();
   EXPECT_TRUE(call->Finish().ok());
+  server->Shutdown();
+}
+
+// Polls `done` for up to a minute (a margin no machine's speed comes near).
+bool Eventually(const std::function<bool()>& done) {
+  const absl::Time until = absl::Now() + absl::Seconds(60);
+  while (!done()) {
+    if (absl::Now() > until) return false;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return true;
+}
+
+// A Watch whose client never reads: gRPC's flow control holds the first write, the queue fills
+// to its 16 MiB and overflows. The overflow ended the call only once that write completed,
+// which it never does: the stream kept its slot (and its queue) for good, and 64 of them took
+// every slot of the process. Now the call is ended when the write has not completed within the
+// overflow's grace (10 s by default; polled for a minute), and its slot is freed.
+TEST(EventsServiceTest, AWatchThatNeverReadsIsEndedPastOverflowAndItsSlotFreed) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  EventHub hub(EventHubOptions(), clock, registry);
+  ApiLimits::Options limit_options;
+  limit_options.max_streams = 4;
+  ApiLimits limits(limit_options, registry);
+  EventsService events(hub, limits);
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&events);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  std::unique_ptr<palisade::v1::Events::Stub> stub =
+      palisade::v1::Events::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReader<palisade::v1::Event>> reader =
+      stub->Watch(&context, palisade::v1::WatchRequest());  // and never read
+  ASSERT_TRUE(Eventually([&] { return limits.streams_open() == 1; }));
+  // 48 MiB of events: past the queue's 16 MiB and whatever the transport takes in.
+  for (int i = 0; i < 48; ++i) {
+    palisade::v1::Event event;
+    event.set_kind(palisade::v1::EVENT_KIND_DETECTION);
+    event.set_correlation_id(std::string(size_t{1} << 20, 'x'));
+    hub.Publish(std::move(event));
+  }
+  EXPECT_TRUE(Eventually([&] { return limits.streams_open() == 0; }))
+      << "a Watch that never reads still holds its slot";
+  context.TryCancel();
+  (void)reader->Finish();
+  server->Shutdown();
+}
+
+// The same for a client that reads nothing while the events stay under the queue's bounds: a
+// write pending past Options::write_stall ends the call. (The bound is short here; the client
+// never reads, so no machine is fast enough to make it read in time.)
+TEST(EventsServiceTest, AWatchWhoseWriteStaysPendingIsEndedAndItsSlotFreed) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  EventHub hub(EventHubOptions(), clock, registry);
+  ApiLimits limits(ApiLimits::Options(), registry);
+  EventsService::Options options;
+  options.write_stall = absl::Milliseconds(500);
+  EventsService events(hub, limits, options);
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&events);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  std::unique_ptr<palisade::v1::Events::Stub> stub =
+      palisade::v1::Events::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReader<palisade::v1::Event>> reader =
+      stub->Watch(&context, palisade::v1::WatchRequest());  // and never read
+  ASSERT_TRUE(Eventually([&] { return limits.streams_open() == 1; }));
+  for (int i = 0; i < 12; ++i) {  // 12 MiB: under the queue's bound, past the transport's window
+    palisade::v1::Event event;
+    event.set_kind(palisade::v1::EVENT_KIND_DETECTION);
+    event.set_correlation_id(std::string(size_t{1} << 20, 'x'));
+    hub.Publish(std::move(event));
+  }
+  EXPECT_TRUE(Eventually([&] { return limits.streams_open() == 0; }))
+      << "a Watch whose write never completes still holds its slot";
+  context.TryCancel();
+  (void)reader->Finish();
   server->Shutdown();
 }
 

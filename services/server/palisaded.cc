@@ -52,6 +52,7 @@
 #include "services/inputs/syslog_receiver.h"
 #include "services/pipeline/pipeline.h"
 #include "services/server/api_limits.h"
+#include "services/server/audit_poller.h"
 #include "services/server/auth.h"
 #include "services/server/config.h"
 #include "services/server/metrics_https.h"
@@ -508,6 +509,13 @@ int Run() {
   for (const auto& input : config->inputs().syslog()) {
     SyslogReceiverOptions syslog_options;
     syslog_options.log = [](const std::string& m) { Log(m); };
+    syslog_options.clock = &clock;
+    // A sender's or relayed host's place is held at least as long as the pipeline keeps its
+    // stream (longer rule windows too), so renamed hosts cannot churn through the pipeline's
+    // bound; the receiver says at start when its bounds can pass the pipeline's.
+    syslog_options.host_stream_idle =
+        std::max(syslog_options.host_stream_idle, pipeline.stream_idle_bound());
+    syslog_options.pipeline_sender_streams = options.max_sender_streams;
     absl::StatusOr<std::unique_ptr<SyslogReceiver>> receiver = SyslogReceiver::Start(
         input, syslog_options,
         [&pipeline](const palisade::v1::LogBatch& batch) {
@@ -599,6 +607,40 @@ int Run() {
       Log(absl::StrCat("refusing to start: ", s.message()));
       return 2;
     }
+  }
+  // Audit records reach the rules that revoke tokens by id only through this poller
+  // (LOG_FORMAT_CLOUDFLARE_AUDIT, which an ingest client may not ship): started when the loaded
+  // rules read them, on the edge's verified client. A cluster's nodes do not poll (left to the
+  // edge writer, not done yet).
+  const bool reads_audit_logs = ReadsAuditLogs(**rules);  // a reload may not change it
+  std::unique_ptr<AuditPoller> audit_poller;
+  if (reads_audit_logs && (clustered || !config->cloudflare().enabled())) {
+    // Loud, as the operator who loaded the pack expects token misuse to be caught.
+    Log(absl::StrCat(
+        "WARNING: the loaded rules read Cloudflare audit logs (LOG_FORMAT_CLOUDFLARE_AUDIT), but ",
+        clustered ? "a cluster's nodes do not poll them (not supported yet)"
+                  : "cloudflare is not enabled, so nothing polls them",
+        ": those rules (rules/cloudflare-audit.textproto) detect nothing"));
+  }
+  if (!clustered && config->cloudflare().enabled() && reads_audit_logs) {
+    AuditPollerOptions o;
+    o.interval = FromProtoDuration(config->cloudflare().audit_logs_interval());
+    audit_poller = std::make_unique<AuditPoller>(
+        edge_slot.get()->client(),
+        [&pipeline](const palisade::v1::LogBatch& batch) {
+          BatchSender own;
+          own.audit_records = true;
+          return pipeline.ProcessBatch(batch, own).status();
+        },
+        store->get(), clock, o, *registry);
+    if (absl::Status s = audit_poller->Restore(); !s.ok()) {
+      Log(absl::StrCat("refusing to start: audit logs: ", s.message()));
+      return 2;
+    }
+    // Before Start: the poller's thread moves the position.
+    Log(absl::StrCat("cloudflare: reading the audit logs every ", absl::FormatDuration(o.interval),
+                     " from ", absl::FormatTime(audit_poller->since())));
+    audit_poller->Start();
   }
 
 
@@ -899,8 +941,8 @@ int Run() {
   // partitions).
   auto running = std::make_shared<palisade::v1::Config>(*config);
   cluster::ClusterNode* reload_node = cluster_node.get();
-  auto reload_rules = [running, load_threads, reload_node, &match_router, &partition_counter,
-                       &feeds, &table, &edge_slot,
+  auto reload_rules = [running, load_threads, reload_node, reads_audit_logs, &match_router,
+                       &partition_counter, &feeds, &table, &edge_slot,
                        &bouncer_api]() -> absl::StatusOr<AdminService::RuleReload> {
     absl::StatusOr<palisade::v1::Config> next = ReadConfig();
     if (!next.ok()) return next.status();
@@ -923,6 +965,13 @@ int Run() {
     }
     absl::StatusOr<std::shared_ptr<const RuleSet>> r = LoadRules(*next, load_threads);
     if (!r.ok()) return r.status();
+    // The audit-log poller and the token's audit_logs permission are settled at start.
+    if (ReadsAuditLogs(**r) != reads_audit_logs) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the new rules ", reads_audit_logs ? "no longer read" : "read",
+          " Cloudflare audit logs (LOG_FORMAT_CLOUDFLARE_AUDIT), which only a restart applies "
+          "(it starts or stops the audit-log poller); nothing of it was applied"));
+    }
     // The feeds, IPv6 folding and the edge's guard judge by the new allowlist too: a feed
     // still listing an address now allowlisted does not decide it again (the table withdraws
     // its decision: SetRules), no range holding it is folded, no IP list item covering it goes
@@ -1186,6 +1235,7 @@ int Run() {
   for (auto& j : journal_inputs) j->Stop();
   for (auto& r : syslog_receivers) r->Stop();
   for (auto& r : logpush_receivers) r->Stop();
+  if (audit_poller) audit_poller->Stop();  // before the edge whose client it reads with
   if (bouncer_api) bouncer_api->Stop();
   server->Shutdown(std::chrono::system_clock::now() +
                    absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_shutdown_grace)));

@@ -2,6 +2,7 @@
 // (UNAUTHENTICATED), refuses a token without the method's role (PERMISSION_DENIED), and serves
 // the right role; refusals are counted. A non-loopback listener without tokens refuses to
 // start. gRPC over TLS, and mutual TLS, with certificates made by openssl for the test.
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
@@ -10,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "google/protobuf/text_format.h"
 #include "gmock/gmock.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -26,6 +28,7 @@ using ::palisade::testing::ByteBufferString;
 using ::palisade::testing::Daemon;
 using ::palisade::testing::HttpGet;
 using ::palisade::testing::MetricValue;
+using ::palisade::testing::ScrapeMetric;
 using ::testing::HasSubstr;
 
 constexpr char kIngestToken[] = "ingest-token-0123456789abcdef0123456789";
@@ -178,6 +181,35 @@ std::vector<Method> Methods(const std::shared_ptr<grpc::Channel>& channel) {
          // FAILED_PRECONDITION when allowed: no edge in this config.
          return admin->ReleaseHeld(ctx, {}, &r).error_code();
        }},
+      // The bouncer methods: FAILED_PRECONDITION when allowed (no bouncer_api in this config),
+      // answered after the role is checked. Adding one hands out its API key (a credential that
+      // reads every decision), deleting one cuts an edge off: the admin role's; listing them
+      // is a dashboard's.
+      {"Admin.AddBouncer", Role::kAdmin,
+       [admin](grpc::ClientContext* ctx) {
+         palisade::v1::AddBouncerRequest req;
+         req.set_name("edge-1");
+         palisade::v1::AddBouncerResponse r;
+         return admin->AddBouncer(ctx, req, &r).error_code();
+       }},
+      {"Admin.DeleteBouncer", Role::kAdmin,
+       [admin](grpc::ClientContext* ctx) {
+         palisade::v1::DeleteBouncerRequest req;
+         req.set_name("edge-1");
+         palisade::v1::DeleteBouncerResponse r;
+         return admin->DeleteBouncer(ctx, req, &r).error_code();
+       }},
+      {"Admin.ListBouncers", Role::kRead,
+       [admin](grpc::ClientContext* ctx) {
+         palisade::v1::ListBouncersResponse r;
+         return admin->ListBouncers(ctx, {}, &r).error_code();
+       }},
+      // Rolls the Cloudflare token (FAILED_PRECONDITION when allowed: no edge in this config).
+      {"Admin.RotateToken", Role::kAdmin,
+       [admin](grpc::ClientContext* ctx) {
+         palisade::v1::RotateTokenResponse r;
+         return admin->RotateToken(ctx, {}, &r).error_code();
+       }},
   };
 }
 
@@ -191,7 +223,7 @@ TEST(ApiSecurityTest, EveryMethodChecksTokenAndRole) {
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
   const std::vector<Method> methods = Methods(channel);
-  ASSERT_EQ(methods.size(), 13u);  // every method of Ingest, Decisions, Admin, Feeds, Events
+  ASSERT_EQ(methods.size(), 17u);  // every method of Ingest, Decisions, Admin, Feeds, Events
   int expected_denied = 0;
   for (const Method& m : methods) {
     SCOPED_TRACE(m.name);
@@ -227,8 +259,82 @@ TEST(ApiSecurityTest, EveryMethodChecksTokenAndRole) {
   EXPECT_EQ(MetricValue(*metrics, "palisade_api_refused_total",
                         {"method=\"Ingest.Ship\"", "reason=\"unauthenticated\""}),
             2);
-  // Ingest's 2 methods deny the read token, read's 7 the ingest token, admin's 4 both.
-  EXPECT_EQ(expected_denied, 2 + 7 + 4 * 2);
+  // Ingest's 2 methods deny the read token, read's 8 the ingest token, admin's 7 both.
+  EXPECT_EQ(expected_denied, 2 + 8 + 7 * 2);
+  EXPECT_EQ(MetricValue(*metrics, "palisade_api_refused_total",
+                        {"method=\"Admin.AddBouncer\"", "reason=\"permission_denied\""}),
+            2);
+}
+
+// api.max_streams was one pool for the process: a read-only token opened every slot with
+// Events.Watch calls it never reads (each holding up to 16 MiB of queue), and every shipper's
+// Ingest.Ship was refused (RESOURCE_EXHAUSTED): a read token blinded detection. A client holds
+// at most its share of the pool (half by default); the shipper's Ship still gets a slot.
+TEST(ApiSecurityTest, OneClientsStreamsCannotStarveAnothersShip) {
+  const std::string config = absl::StrCat(
+      "api {\n  max_streams: 4\n",
+      "  clients { name: \"shipper\" token_sha256: \"", Authorizer::HashToken(kIngestToken),
+      "\" roles: API_ROLE_INGEST }\n",
+      "  clients { name: \"siem\" token_sha256: \"", Authorizer::HashToken(kReadToken),
+      "\" roles: API_ROLE_READ }\n}\n");
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteConfig("share.textproto", config)});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto events = palisade::v1::Events::NewStub(channel);
+  // The read token asks for every slot; each Watch that got one runs (its reader waits), each
+  // refused ends at once.
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<palisade::v1::Event>>> watches;
+  for (int i = 0; i < 4; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    contexts.back()->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    contexts.back()->AddMetadata("authorization", std::string("Bearer ") + kReadToken);
+    watches.push_back(events->Watch(contexts.back().get(), {}));
+  }
+  // Each Watch has either taken a slot or been refused (polled: the server handles them in
+  // its own time).
+  auto settled = [&] {
+    const double open = ScrapeMetric(**daemon, "palisade_api_streams_open");
+    double refusals = 0;
+    for (const char* limit : {"max_streams", "max_streams_per_client"}) {
+      refusals += std::max(0.0, ScrapeMetric(**daemon, "palisade_api_limit_refusals_total",
+                                             {"method=\"Events.Watch\"",
+                                              absl::StrCat("limit=\"", limit, "\"")}));
+    }
+    return open + refusals == 4;
+  };
+  const absl::Time until = absl::Now() + absl::Seconds(60);
+  while (!settled() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(50));
+  ASSERT_TRUE(settled());
+  // The shipper's Ship.
+  auto ingest = palisade::v1::Ingest::NewStub(channel);
+  grpc::ClientContext ship_context;
+  ship_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  ship_context.AddMetadata("authorization", std::string("Bearer ") + kIngestToken);
+  auto ship = ingest->Ship(&ship_context);
+  palisade::v1::LogBatch batch;
+  batch.set_format(palisade::v1::LOG_FORMAT_SYSLOG);
+  batch.add_records()->set_line("Mar  3 14:02:01 h sshd[1]: hello");
+  ship->Write(batch);
+  ship->WritesDone();
+  palisade::v1::BatchAck ack;
+  EXPECT_TRUE(ship->Read(&ack));
+  while (ship->Read(&ack)) {
+  }
+  const grpc::Status shipped = ship->Finish();
+  EXPECT_TRUE(shipped.ok()) << shipped.error_code() << ": " << shipped.error_message();
+  // The read token's share is 2 of the 4: its other two calls were refused for it.
+  absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_EQ(MetricValue(*metrics, "palisade_api_limit_refusals_total",
+                        {"method=\"Events.Watch\"", "limit=\"max_streams_per_client\""}),
+            2);
+  EXPECT_EQ(MetricValue(*metrics, "palisade_api_streams_open"), 2);
+  for (size_t i = 0; i < watches.size(); ++i) {
+    contexts[i]->TryCancel();
+    (void)watches[i]->Finish();
+  }
 }
 
 // Feeds.Push with force skips the shrink and growth guards, a feed with a url is the operator's
@@ -341,6 +447,57 @@ TEST(ApiSecurityTest, TestingAPackOfTheRequestsOwnNeedsTheAdminRole) {
   s = test(kAdminToken, true, &r);
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(r.matched_lines(), 1u);
+}
+
+// Audit records revoke API tokens by id, so only an admin client may ship them (Decisions.Add
+// already lets it revoke): before, an ingest token shipped a forged record as raw and palisaded
+// decided to revoke the token it named; now the format is refused from it (PERMISSION_DENIED).
+TEST(ApiSecurityTest, OnlyAnAdminMayShipAuditRecords) {
+  const std::string extra = absl::StrCat(
+      ClientsConfig(), "rule_files: \"", std::getenv("TEST_SRCDIR"),
+      "/palisade/rules/cloudflare-audit.textproto\"\n",
+      "cidr_sets { key: \"cloudflare_token_ips\" value { cidrs: \"192.0.2.0/24\" } }\n");
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteConfig("audit_roles.textproto", extra)});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto ingest = palisade::v1::Ingest::NewStub(channel);
+  auto decisions = palisade::v1::Decisions::NewStub(channel);
+  auto ship = [&](const char* token, const std::string& token_id) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    ctx.AddMetadata("authorization", std::string("Bearer ") + token);
+    auto stream = ingest->Ship(&ctx);
+    palisade::v1::LogBatch batch;
+    batch.set_format(palisade::v1::LOG_FORMAT_CLOUDFLARE_AUDIT);
+    batch.add_records()->set_line(absl::StrCat(
+        R"({"actor":{"ip_address":"203.0.113.9","token_id":")", token_id, R"("}})"));
+    stream->Write(batch);
+    stream->WritesDone();
+    palisade::v1::BatchAck ack;
+    while (stream->Read(&ack)) {
+    }
+    return stream->Finish();
+  };
+  auto revoked = [&](const std::string& token_id) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    ctx.AddMetadata("authorization", std::string("Bearer ") + kAdminToken);
+    palisade::v1::ListDecisionsRequest req;
+    req.set_target(token_id);
+    palisade::v1::ListDecisionsResponse resp;
+    grpc::Status s = decisions->List(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp.decisions_size();
+  };
+  const std::string victim = "feedfacefeedfacefeedfacefeedface";
+  grpc::Status s = ship(kIngestToken, victim);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  EXPECT_EQ(revoked(victim), 0);
+  const std::string misused = "ed17574386854bf78a67040be0a770b0";
+  s = ship(kAdminToken, misused);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(revoked(misused), 1);
 }
 
 // Every method that takes a request message: its path, its name in errors and metrics, the type

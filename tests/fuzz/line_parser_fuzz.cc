@@ -9,7 +9,8 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::string_view line(reinterpret_cast<const char*>(data), size);
   for (auto format : {palisade::v1::LOG_FORMAT_SYSLOG, palisade::v1::LOG_FORMAT_SYSLOG5424,
-                      palisade::v1::LOG_FORMAT_COMBINED, palisade::v1::LOG_FORMAT_RAW,
+                      palisade::v1::LOG_FORMAT_COMBINED, palisade::v1::LOG_FORMAT_COMBINED_VHOST,
+                      palisade::v1::LOG_FORMAT_RAW,
                       palisade::v1::LOG_FORMAT_NGINX_ERROR, palisade::v1::LOG_FORMAT_APACHE_ERROR}) {
     palisade::LineParser parser(format);
     palisade::ParsedLine out;
