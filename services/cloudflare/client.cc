@@ -1092,6 +1092,9 @@ absl::StatusOr<AuditLogPage> CloudflareClient::ListAuditLogs(absl::Time since, a
         e.resource_type = Str(j["resource"], "type");
         e.resource_id = Str(j["resource"], "id");
       }
+      // A record whose time is missing or unreadable is skipped, never taken for the end of a
+      // newest-first listing (that dropped every older record of the poll).
+      if (e.when == absl::InfinitePast()) continue;
       if (e.when < since && order == AuditOrder::kNewestFirst) {
         reached_since = true;  // the rest is older: no need for the next page
         break;

@@ -407,6 +407,33 @@ TEST_F(ClientTest, APostThatCouldNotConnectIsRetried) {
 // HTTP status first, then the code: 10006 on a 400 is a bad request, not "not found".
 using ::palisade::testing::ScriptedTransport;
 
+// Newest first, the first record older than `since` ends the listing; one whose time is missing
+// or unreadable is skipped instead (it ended the poll, and every older record was lost).
+TEST(ClientErrorTest, AnAuditRecordWithoutATimeDoesNotEndANewestFirstListing) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+  ScriptedTransport transport(
+      200, R"({"success":true,"errors":[],"messages":[],"result":[)"
+           R"({"id":"c","action":{"time":"2026-03-03T14:03:00Z"}},)"
+           R"({"id":"x","action":{"time":"yesterday"}},)"
+           R"({"id":"y","action":{}},)"
+           R"({"id":"a","action":{"time":"2026-03-03T14:01:00Z"}}],)"
+           R"("result_info":{"cursor":"next"}})");
+  ClientOptions options;
+  options.account_id = "0123456789abcdef0123456789abcdef";
+  CloudflareClient client(transport, clock, options, creds, registry);
+  absl::StatusOr<AuditLogPage> page = client.ListAuditLogs(
+      absl::FromUnixSeconds(1772546400), absl::FromUnixSeconds(1772550000), "", 4,
+      CloudflareClient::AuditOrder::kNewestFirst);  // 14:00 .. 15:00
+  ASSERT_THAT(page, IsOk());
+  std::vector<std::string> ids;
+  for (const AuditLogEntry& e : page->items) ids.push_back(e.id);
+  EXPECT_THAT(ids, ::testing::ElementsAre("c", "a"));
+  EXPECT_EQ(page->cursor, "next");
+}
+
 TEST(ClientErrorTest, DecidedByHttpStatusFirst) {
   SimulatedClock clock;
   prometheus::Registry registry;

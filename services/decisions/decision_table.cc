@@ -1791,7 +1791,19 @@ void DecisionTable::MirrorLocked(const Decision& d, std::optional<DecisionChange
   const bool held = it != by_id_.end();
   const bool was_active = held && it->second.active();
   if (held) {
-    if (it->second.SerializeAsString() == d.SerializeAsString()) return;
+    if (it->second.SerializeAsString() == d.SerializeAsString()) {
+      // The writer's end of a decision this table's own sweep ended first (the usual case: the
+      // same copy): its word on what follows came with it, so the claims kept for a take-over
+      // and the note of the end go (else the note stayed for good, one per such target).
+      if (!d.active()) {
+        if (auto e = mirror_ended_.find(d.target().value());
+            e != mirror_ended_.end() && e->second == d.id()) {
+          DropWaitingLocked(d.target().value());
+          mirror_ended_.erase(e);
+        }
+      }
+      return;
+    }
     Decision& old = it->second;
     if (was_active) {
       EraseActiveLocked(old);

@@ -1594,6 +1594,43 @@ TEST_F(DecisionTableTest, AMirrorKeepsASnapshotBehindADecisionItsOwnSweepEnded) 
   EXPECT_EQ(now[0].rule_id(), "ssh");
 }
 
+// The writer's end of a decision this mirror's own sweep ended first (the same copy) settles
+// it: a snapshot naming that decision that comes later (a stale one) keeps nothing, and nothing
+// is decided from it at a take-over. Before, the note of the end stayed (one per target for
+// good) and such a snapshot was kept and decided.
+TEST_F(DecisionTableTest, TheWritersEndOfADecisionAMirrorEndedFirstSettlesIt) {
+  DecisionTable writer(clock_);
+  std::vector<DecisionUpdate> sent;
+  std::vector<WaitingClaims> snapshots;
+  writer.AddClaimsSetListener(
+      [&](const std::vector<DecisionUpdate>& set, const std::vector<WaitingClaims>& waiting) {
+        sent.insert(sent.end(), set.begin(), set.end());
+        snapshots.insert(snapshots.end(), waiting.begin(), waiting.end());
+      });
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_value("192.0.2.7");
+  *req.mutable_duration() = ToProtoDuration(absl::Minutes(10));
+  ASSERT_THAT(writer.AddManual(req), IsOk());
+  ASSERT_THAT(sent, SizeIs(1));
+  const Decision block = sent[0].decision;
+  writer.Apply(Det("192.0.2.7", clock_.TimeNow()), HourBlock());
+  ASSERT_THAT(snapshots, SizeIs(1));
+
+  table_.SetForward([](const Detection&) {});  // a mirror
+  table_.Mirror(DecisionChange::kCreated, block);
+  clock_.Advance(absl::Minutes(10));
+  EXPECT_THAT(table_.ExpireDue(), SizeIs(1));  // this table's sweep first
+  // The writer's own end of the block, as this table's sweep left it.
+  Decision ended = table_.List({.target = "192.0.2.7"}).at(0);
+  ASSERT_FALSE(ended.active());
+  table_.Mirror(DecisionChange::kExpired, ended);
+  table_.MirrorWaiting(snapshots);  // late: names the block both ended
+  table_.SetForward(nullptr);
+  table_.ExpireDue();
+  EXPECT_THAT(table_.List({.target = "192.0.2.7", .active_only = true}), IsEmpty())
+      << "a snapshot naming a decision the writer ended was kept and decided";
+}
+
 // Cluster (issue 17): a node that is not the writer mirrors the writer's decisions.
 TEST_F(DecisionTableTest, MirrorSetsTheWritersCopyAndTellsTheListenersOnce) {
   DecisionTable writer(clock_);

@@ -60,6 +60,10 @@ class Guarded {
     return auth_ == nullptr ? grpc::Status::OK : auth_->Check(context, role, method);
   }
 
+  // Whether callers are told apart by their tokens (clients are configured): without, any token
+  // a caller sends is ignored and names no one.
+  bool authenticates() const { return auth_ != nullptr && auth_->enabled(); }
+
  private:
   const Authorizer* auth_ = nullptr;
 };

@@ -5,6 +5,7 @@
 #include <limits>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/escaping.h"
@@ -45,9 +46,11 @@ void CountIfRefusedForSize(grpc::CallbackServerContext* context, ApiLimits& limi
 // Whose share of api.max_streams a streaming call counts in (ApiLimits::AcquireStream): called
 // once Allow passed, so with clients configured the bearer token is a known one, and its hash
 // stands for the client (the Authorizer does not hand out the client's name). Never shown,
-// logged or counted. Empty without a token: no clients are configured, there is no one to tell
-// apart, and only the process's pool applies.
-std::string StreamClient(const grpc::CallbackServerContext* context) {
+// logged or counted. Empty when no clients are configured (a token sent then is ignored by the
+// authorizer and names no one: leftover tokens would share one key, a token per call none):
+// there is no one to tell apart, and only the process's pool applies.
+std::string StreamClient(const Guarded& guard, const grpc::CallbackServerContext* context) {
+  if (!guard.authenticates()) return std::string();
   const auto& metadata = context->client_metadata();
   auto it = metadata.find("authorization");
   if (it == metadata.end()) return std::string();
@@ -419,6 +422,13 @@ class PushReactor final : public grpc::ServerReadReactor<palisade::v1::FeedChunk
   std::string content_;
 };
 
+// A Watch's alarm cancelling its call: the thread doing it (OnDone waits for it to end, unless
+// TryCancel ran OnDone inline on that same thread).
+struct EventsReactorWaitState {
+  bool cancelling = false;
+  std::thread::id canceller;
+};
+
 // Follows the event hub for one Watch call: the hub delivers into a bounded queue (never
 // waiting), and the reactor writes one event at a time from it. Overflow ends the call with
 // RESOURCE_EXHAUSTED; the client resumes with after_sequence. Events are written as bytes (Watch
@@ -501,6 +511,13 @@ class WatchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     {
       absl::MutexLock lock(&mu_);
       done_ = true;
+      // An alarm cancelling the call on another thread uses the call's context, which gRPC frees
+      // once this returns: wait for it (not when TryCancel ran this inline, on its own thread).
+      mu_.Await(absl::Condition(
+          +[](EventsReactorWaitState* w) {
+            return !w->cancelling || w->canceller == std::this_thread::get_id();
+          },
+          &cancel_state_));
       ++pending_;  // held while the alarms are cancelled: their callbacks may not delete this
       alarms[0] = stall_alarm_.get();
       alarms[1] = overflow_alarm_.get();  // neither is replaced once done_ is set
@@ -581,10 +598,18 @@ class WatchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
           stall_alarm_ = ArmLocked(options_.write_stall, /*overflow=*/false);
         }
       }
-      if (cancel) ReleaseLocked();
+      if (cancel) {
+        ReleaseLocked();
+        cancel_state_ = {true, std::this_thread::get_id()};
+      }
     }
-    // Still counted in pending_: OnDone cannot delete this before it returns.
-    if (cancel) context_->TryCancel();
+    // Still counted in pending_: OnDone cannot delete this before it returns, and waits for
+    // cancel_state_ before gRPC frees the context.
+    if (cancel) {
+      context_->TryCancel();
+      absl::MutexLock lock(&mu_);
+      cancel_state_ = {};
+    }
     Unhold();
   }
 
@@ -613,6 +638,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   uint64_t last_written_ ABSL_GUARDED_BY(mu_) = 0;
   bool done_ ABSL_GUARDED_BY(mu_) = false;  // OnDone ran
   int pending_ ABSL_GUARDED_BY(mu_) = 0;    // alarms whose callback has not run, and holds
+  EventsReactorWaitState cancel_state_ ABSL_GUARDED_BY(mu_);  // an alarm in TryCancel
   bool stall_armed_ ABSL_GUARDED_BY(mu_) = false;
   std::unique_ptr<grpc::Alarm> stall_alarm_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<grpc::Alarm> retired_alarm_ ABSL_GUARDED_BY(mu_);
@@ -681,7 +707,7 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* IngestService::Ship
     return new RefusedBidi<grpc::ByteBuffer, grpc::ByteBuffer>(a);
   }
   absl::StatusOr<ApiLimits::StreamSlot> slot =
-      limits_.AcquireStream("Ingest.Ship", StreamClient(context));
+      limits_.AcquireStream("Ingest.Ship", StreamClient(*this, context));
   if (!slot.ok()) {
     return new RefusedBidi<grpc::ByteBuffer, grpc::ByteBuffer>(ToGrpcStatus(slot.status()));
   }
@@ -1035,7 +1061,7 @@ grpc::ServerReadReactor<palisade::v1::FeedChunk>* FeedsService::Push(
     return new RefusedRead<palisade::v1::FeedChunk>(a);
   }
   absl::StatusOr<ApiLimits::StreamSlot> slot =
-      limits_.AcquireStream("Feeds.Push", StreamClient(context));
+      limits_.AcquireStream("Feeds.Push", StreamClient(*this, context));
   if (!slot.ok()) return new RefusedRead<palisade::v1::FeedChunk>(ToGrpcStatus(slot.status()));
   return new PushReactor(context, *this, feeds_, limits_, push_caps_, admin_only_, *std::move(slot),
                          response);
@@ -1087,7 +1113,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* EventsService::Watch(
         grpc::StatusCode::INVALID_ARGUMENT, absl::StrCat("Events.Watch: ", valid.message())));
   }
   absl::StatusOr<ApiLimits::StreamSlot> slot =
-      limits_.AcquireStream("Events.Watch", StreamClient(context));
+      limits_.AcquireStream("Events.Watch", StreamClient(*this, context));
   if (!slot.ok()) return new RefusedWrite<grpc::ByteBuffer>(ToGrpcStatus(slot.status()));
   return new WatchReactor(context, hub_, *std::move(slot), *parsed, options_);
 }
