@@ -739,15 +739,12 @@ int RulesImportFail2ban(const std::string& path) {
   return 0;
 }
 
-// --format for the offline tools (rules test, replay): also "cloudflare_audit", which
-// ParseFormatName refuses to inputs and shippers (its records revoke tokens by id) but which a
-// tool that reaches no edge may read, to test the audit pack over saved records.
-absl::StatusOr<LogFormat> OfflineFormat() {
-  return ParseOfflineFormatName(absl::GetFlag(FLAGS_format));
-}
+// --format for the offline tools (rules test, replay) is read with ParseOfflineFormatName: also
+// "cloudflare_audit", which inputs and shippers may not name, to test the audit pack over saved
+// records (nothing here reaches an edge).
 
 int RulesTest(const std::string& pack_path, const std::string& file) {
-  absl::StatusOr<LogFormat> format = OfflineFormat();
+  absl::StatusOr<LogFormat> format = ParseOfflineFormatName(absl::GetFlag(FLAGS_format));
   if (!format.ok()) return Fail(std::string(format.status().message()));
   absl::StatusOr<LoadedPack> pack = LoadRulePackFile(pack_path);
   if (!pack.ok()) return Fail(std::string(pack.status().message()));
@@ -1072,7 +1069,7 @@ int Status() {
 
 int ReplayFiles(const std::vector<std::string>& files) {
   if (files.empty()) return Fail("replay: no files given");
-  absl::StatusOr<LogFormat> format = OfflineFormat();
+  absl::StatusOr<LogFormat> format = ParseOfflineFormatName(absl::GetFlag(FLAGS_format));
   if (!format.ok()) return Fail(std::string(format.status().message()));
   // The rules, sets, allowlist and zone of a real config when one is given (the packs that
   // test CIDR sets, like cloudflare-audit, need its cidr_sets); else the shipped packs, found

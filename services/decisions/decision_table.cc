@@ -1790,20 +1790,19 @@ void DecisionTable::MirrorLocked(const Decision& d, std::optional<DecisionChange
   auto it = by_id_.find(d.id());
   const bool held = it != by_id_.end();
   const bool was_active = held && it->second.active();
-  if (held) {
-    if (it->second.SerializeAsString() == d.SerializeAsString()) {
-      // The writer's end of a decision this table's own sweep ended first (the usual case: the
-      // same copy): its word on what follows came with it, so the claims kept for a take-over
-      // and the note of the end go (else the note stayed for good, one per such target).
-      if (!d.active()) {
-        if (auto e = mirror_ended_.find(d.target().value());
-            e != mirror_ended_.end() && e->second == d.id()) {
-          DropWaitingLocked(d.target().value());
-          mirror_ended_.erase(e);
-        }
-      }
-      return;
+  // The writer's end of a decision this table's own sweep ended first (usually the same copy),
+  // after every snapshot naming it: its word on what follows (a successor) came with it, or none
+  // follows, so the claims kept for a take-over and the note of the end go (else the note stayed
+  // for good, one per such target).
+  if (!d.active() && !was_active) {
+    if (auto e = mirror_ended_.find(d.target().value());
+        e != mirror_ended_.end() && e->second == d.id()) {
+      DropWaitingLocked(d.target().value());
+      mirror_ended_.erase(e);
     }
+  }
+  if (held) {
+    if (it->second.SerializeAsString() == d.SerializeAsString()) return;
     Decision& old = it->second;
     if (was_active) {
       EraseActiveLocked(old);
@@ -1822,12 +1821,6 @@ void DecisionTable::MirrorLocked(const Decision& d, std::optional<DecisionChange
     ChargeClaimsLocked(d.target().value());
   } else if (was_active) {
     DropWaitingLocked(d.target().value());  // ended by the writer: as in EndMirroredLocked
-  } else if (auto e = mirror_ended_.find(d.target().value());
-             e != mirror_ended_.end() && e->second == d.id()) {
-    // The writer ended it too, after every snapshot naming it: its word on what follows
-    // (a successor) came with it, or none follows.
-    DropWaitingLocked(d.target().value());
-    mirror_ended_.erase(e);
   }
   by_id_[d.id()] = d;
   if (!d.active()) EndedLocked(d);

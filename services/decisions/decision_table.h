@@ -304,8 +304,8 @@ class DecisionTable {
   // allowlist, as AddManual does not consult it either. One store transaction; returns the
   // withdrawals (and any waiting manual claim decided in place of one), heard by listeners.
   // A feed that still lists such a target would decide it again on its next sync: palisaded's
-  // reload gives the feed manager the new never-ban set too (FeedManager::SetNeverBan). A mirror (SetForward set) withdraws nothing: the
-  // writer's reload does, and the decision log brings it.
+  // reload gives the feed manager the new never-ban set too (FeedManager::SetNeverBan). A mirror
+  // (SetForward set) withdraws nothing: the writer's reload does, and the decision log brings it.
   std::vector<DecisionUpdate> WithdrawCovered(const CidrSet& allowlist);
 
   absl::StatusOr<palisade::v1::Decision> Get(absl::string_view id) const;
