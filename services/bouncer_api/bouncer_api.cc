@@ -55,25 +55,6 @@ bool AcceptsGzip(absl::string_view accept) {
   return false;
 }
 
-// `text` as a gzip member (zlib, windowBits 15 + 16).
-absl::StatusOr<std::string> Gzip(absl::string_view text) {
-  z_stream z{};
-  if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
-      Z_OK) {
-    return absl::InternalError("deflateInit2 failed");
-  }
-  std::string out(deflateBound(&z, text.size()), '\0');
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data()));
-  z.avail_in = static_cast<uInt>(text.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = static_cast<uInt>(out.size());
-  const int r = deflate(&z, Z_FINISH);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  if (r != Z_STREAM_END) return absl::InternalError("deflate did not finish");
-  return out;
-}
-
 std::string Sha256(absl::string_view s) {
   unsigned char md[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), md);
@@ -208,6 +189,35 @@ BouncerChangeRow ReissueDeletion(const BouncerChangeRow& served, absl::Time now)
   r.deleted = true;
   r.until = std::min(r.until, Millis(now));
   return r;
+}
+
+// The deletion of `served`, a decision that ended (or is no longer visible) at `now`.
+BouncerChangeRow Ended(const BouncerChangeRow& served, absl::Time now) {
+  BouncerChangeRow ended = served;
+  ended.deleted = true;
+  ended.until = std::min(ended.until, Millis(now));
+  return ended;
+}
+
+// Whether an update may change what bouncers see of its decision: one that lives (Lives) is
+// what Visible makes of it, another one ended.
+bool Changes(const DecisionUpdate& update) {
+  switch (update.change) {
+    case DecisionChange::kCreated:
+    case DecisionChange::kExtended:
+    case DecisionChange::kExpired:
+    case DecisionChange::kWithdrawn:
+      return true;
+    case DecisionChange::kStale:
+    case DecisionChange::kForwarded:
+    case DecisionChange::kRefused:
+      return false;
+  }
+  return false;
+}
+
+bool Lives(const DecisionUpdate& update) {
+  return update.change == DecisionChange::kCreated || update.change == DecisionChange::kExtended;
 }
 
 bool SameServed(const BouncerChangeRow& a, const BouncerChangeRow& b) {
@@ -484,6 +494,40 @@ bool ByUntil(const BouncerChangeRow* a, const BouncerChangeRow* b) {
 
 }  // namespace
 
+bool IsLoopbackPeer(absl::string_view address) {
+  static const CidrSet* const loopback = new CidrSet(
+      *CidrSet::Parse({"127.0.0.0/8", "::1/128", "::ffff:127.0.0.0/104"}));
+  std::optional<IpAddress> ip = IpAddress::Parse(address);
+  return ip.has_value() && loopback->Contains(*ip);
+}
+
+// `text` as a gzip member (zlib, windowBits 15 + 16).
+absl::StatusOr<std::string> GzipAnswer(absl::string_view text) {
+  z_stream z{};
+  if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
+      Z_OK) {
+    return absl::InternalError("deflateInit2 failed");
+  }
+  // In pieces rather than into a buffer of deflateBound (the text's size and more): the text is
+  // alive meanwhile, and the answer is kept for as long as its reader takes (shrunk to its
+  // bytes, a tenth of the text's or less).
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data()));
+  z.avail_in = static_cast<uInt>(text.size());
+  std::string out;
+  char piece[64 * 1024];
+  int r = Z_OK;
+  while (r == Z_OK) {
+    z.next_out = reinterpret_cast<Bytef*>(piece);
+    z.avail_out = sizeof(piece);
+    r = deflate(&z, Z_FINISH);
+    out.append(piece, sizeof(piece) - z.avail_out);
+  }
+  deflateEnd(&z);
+  if (r != Z_STREAM_END) return absl::InternalError("deflate did not finish");
+  out.shrink_to_fit();
+  return out;
+}
+
 // The range is parsed once, when the row is logged: a startup pull and a live question other
 // than ip= match every active row, and with 100,000 feed ranges parsing each per question was
 // most of its time; the live index is keyed by it.
@@ -660,7 +704,9 @@ BouncerApi::BouncerApi(palisade::v1::BouncerApiConfig config, Clock& clock, Stor
                       "Bouncer API requests refused, by reason: auth (no or an unknown "
                       "X-Api-Key), bad_request (a parameter not understood), too_long (the "
                       "request target past max_query_bytes), not_found (another path), timeout "
-                      "(not arrived whole within the request deadline: answered 408).")
+                      "(not arrived whole within the request deadline: answered 408), "
+                      "address_busy (a connection closed unread: its address, not a loopback "
+                      "one, already held max_connections_per_address workers).")
                   .Register(registry);
 }
 
@@ -874,20 +920,34 @@ absl::Status BouncerApi::Attach(DecisionTable& table) {
     held_.clear();
     held_by_due_.clear();
     withheld_.clear();
-    // Each against its loaded row (ChangeLocked finds it: `changes` is logged after the loop), as
-    // the listener would have logged the change: reissued, held or withheld alike.
+    std::vector<std::pair<std::string, BouncerChangeRow>> rows;
     for (const Decision& d : table.List(active)) {
       std::optional<BouncerChangeRow> row = Visible(d);
       if (!row) continue;
       visible.insert(d.id());
-      ChangeLocked(d.id(), std::move(row), now, &changes);
+      rows.emplace_back(d.id(), *std::move(row));
     }
+    // Holds are not stored: a replacement held when the daemon stopped (or made while the log
+    // was behind) is one again. A loaded row no longer visible and logged less than
+    // kReissueHold before keeps its value covered: a visible decision new to bouncers on its
+    // scope and value is held until then, and logged with its deletion (ReleaseDueLocked), as
+    // OnUpdates holds a set's replacement. Before, the deletion and the new row went at once.
     for (const auto& [id, active] : *loaded) {
       if (visible.count(id)) continue;
-      BouncerChangeRow ended = active->row;
-      ended.deleted = true;
-      ended.until = std::min(ended.until, Millis(now));
-      changes.push_back(std::move(ended));
+      const absl::Time due = std::min(active->row.at + kReissueHold, active->row.until);
+      if (now < due) replacing_[{active->row.scope, active->row.value}] = Replaced{id, due};
+    }
+    // Each against its loaded row (ChangeLocked finds it: `changes` is logged after the loop), as
+    // the listener would have logged the change: reissued, held or withheld alike.
+    for (auto& [id, row] : rows) ChangeLocked(id, std::move(row), now, &changes);
+    replacing_.clear();
+    std::set<std::string> held_back;  // replaced rows a held replacement keeps served
+    for (const auto& [id, held] : held_) {
+      if (!held.replaces.empty()) held_back.insert(held.replaces);
+    }
+    for (const auto& [id, active] : *loaded) {
+      if (visible.count(id) || held_back.count(id)) continue;
+      changes.push_back(Ended(active->row, now));
     }
     const size_t n = changes.size();
     AppendLocked(std::move(changes));
@@ -905,33 +965,69 @@ void BouncerApi::OnUpdates(const std::vector<DecisionUpdate>& updates) {
   // One lock for the set: a pull takes its position (last_seq_) under mu_, so it never lands
   // between a replaced decision's deletion and its replacement's creation.
   absl::MutexLock lock(&mu_);
-  for (const DecisionUpdate& u : updates) OnUpdateLocked(u);
+  const absl::Time now = clock_.TimeNow();
+  FindReplacementsLocked(updates, now);
+  for (const DecisionUpdate& u : updates) OnUpdateLocked(u, now);
+  replacing_.clear();
 }
 
-void BouncerApi::OnUpdateLocked(const DecisionUpdate& update) {
+void BouncerApi::OnUpdateLocked(const DecisionUpdate& update, absl::Time now) {
+  if (!Changes(update)) return;
   const Decision& d = update.decision;
   std::optional<BouncerChangeRow> row;
-  switch (update.change) {
-    case DecisionChange::kCreated:
-    case DecisionChange::kExtended:
-      row = Visible(d);
-      break;
-    case DecisionChange::kExpired:
-    case DecisionChange::kWithdrawn:
-      break;
-    case DecisionChange::kStale:
-    case DecisionChange::kForwarded:
-    case DecisionChange::kRefused:
-      return;
-  }
+  if (Lives(update)) row = Visible(d);
   std::vector<BouncerChangeRow> rows;
-  ChangeLocked(d.id(), std::move(row), clock_.TimeNow(), &rows);
+  ChangeLocked(d.id(), std::move(row), now, &rows);
   if (!rows.empty()) AppendLocked(std::move(rows));
+}
+
+void BouncerApi::FindReplacementsLocked(const std::vector<DecisionUpdate>& updates,
+                                        absl::Time now) {
+  // What the set ends that was logged less than kReissueHold ago (or whose held replacement
+  // it ends: the row it replaced is still served). Found first, from what is served or held (a
+  // lookup each): a feed's sync (100,000 decisions new or logged long ago) ends none of those,
+  // and then no update is judged (Visible, the never-ban set) twice under mu_.
+  absl::flat_hash_map<std::pair<std::string, std::string>, Replaced> ending;
+  for (const DecisionUpdate& u : updates) {
+    if (!Changes(u)) continue;
+    const std::string& id = u.decision.id();
+    Replaced replaced{id, absl::InfinitePast()};
+    std::shared_ptr<const ActiveRow> served = FindLocked(id);
+    if (served != nullptr) {
+      replaced.due = std::min(served->row.at + kReissueHold, served->row.until);
+    } else if (auto held = held_.find(id); held != held_.end() && !held->second.replaces.empty()) {
+      replaced = Replaced{held->second.replaces, held->second.due};
+      served = FindLocked(replaced.id);
+    }
+    if (served == nullptr || now >= replaced.due) continue;
+    if (Lives(u)) {
+      std::optional<BouncerChangeRow> row = Visible(u.decision);
+      if (row && !NeverBanLocked(DecidedRange(*row))) continue;  // still served: not ending
+    }
+    ending[{served->row.scope, served->row.value}] = std::move(replaced);
+  }
+  if (ending.empty()) return;
+  // And what the set makes new to bouncers on one of those values.
+  for (const DecisionUpdate& u : updates) {
+    if (!Changes(u) || !Lives(u)) continue;
+    const std::string& id = u.decision.id();
+    if (FindLocked(id) != nullptr) continue;
+    std::optional<BouncerChangeRow> row = Visible(u.decision);
+    if (!row || NeverBanLocked(DecidedRange(*row))) continue;
+    auto it = ending.find(std::make_pair(row->scope, row->value));
+    if (it != ending.end() && it->second.id != id) replacing_[it->first] = it->second;
+  }
 }
 
 void BouncerApi::ChangeLocked(const std::string& id, std::optional<BouncerChangeRow> row,
                               absl::Time now, std::vector<BouncerChangeRow>* out) {
+  // A held replacement changed again goes on replacing (below), if it still decides on the
+  // value of the row it replaces.
+  std::optional<Replaced> replacing;
   if (auto held = held_.find(id); held != held_.end()) {
+    if (!held->second.replaces.empty()) {
+      replacing = Replaced{held->second.replaces, held->second.due};
+    }
     held_by_due_.erase({held->second.due, id});
     held_.erase(held);
   }
@@ -943,12 +1039,23 @@ void BouncerApi::ChangeLocked(const std::string& id, std::optional<BouncerChange
   }
   std::shared_ptr<const ActiveRow> served = FindLocked(id);
   if (!row) {
-    if (served == nullptr) return;  // never served: nothing to take back
-    BouncerChangeRow ended = served->row;
-    ended.deleted = true;
-    ended.until = std::min(ended.until, Millis(now));
-    out->push_back(std::move(ended));
-    return;
+    if (served != nullptr) {
+      // Replaced in this set: served until the replacement is logged with its deletion.
+      auto r = replacing_.find({served->row.scope, served->row.value});
+      if (r != replacing_.end() && r->second.id == id) return;
+      out->push_back(Ended(served->row, now));
+      return;
+    }
+    // A held replacement that ended: the row it replaced ends now, unless this set replaces
+    // it again.
+    if (replacing) {
+      std::shared_ptr<const ActiveRow> replaced = FindLocked(replacing->id);
+      if (replaced == nullptr) return;
+      auto r = replacing_.find({replaced->row.scope, replaced->row.value});
+      if (r != replacing_.end() && r->second.id == replacing->id) return;
+      out->push_back(Ended(replaced->row, now));
+    }
+    return;  // else never served: nothing to take back
   }
   if (served != nullptr) {
     if (SameServed(served->row, *row)) return;
@@ -959,10 +1066,31 @@ void BouncerApi::ChangeLocked(const std::string& id, std::optional<BouncerChange
       const absl::Time due = std::min(served->row.at + kReissueHold, served->row.until);
       if (now < due) {
         held_by_due_.insert({due, id});
-        held_[id] = Held{*std::move(row), due};
+        held_[id] = Held{*std::move(row), due, ""};
         return;
       }
       out->push_back(ReissueDeletion(served->row, now));
+    }
+  } else {
+    // New to bouncers on the value of a row another decision, ended, still serves: both wait
+    // until kReissueHold after that row was logged, then go together (ReleaseDueLocked).
+    if (!replacing) {
+      if (auto r = replacing_.find({row->scope, row->value}); r != replacing_.end()) {
+        replacing = r->second;
+      }
+    }
+    if (replacing) {
+      if (std::shared_ptr<const ActiveRow> replaced = FindLocked(replacing->id);
+          replaced != nullptr) {
+        const bool same_value =
+            replaced->row.scope == row->scope && replaced->row.value == row->value;
+        if (same_value && now < replacing->due) {
+          held_by_due_.insert({replacing->due, id});
+          held_[id] = Held{*std::move(row), replacing->due, replacing->id};
+          return;
+        }
+        out->push_back(Ended(replaced->row, now));
+      }
     }
   }
   out->push_back(*std::move(row));
@@ -978,7 +1106,21 @@ void BouncerApi::ReleaseDueLocked() {
     auto held = held_.find(id);
     if (held == held_.end()) continue;
     BouncerChangeRow row = std::move(held->second.row);
+    const std::string replaces = std::move(held->second.replaces);
     held_.erase(held);
+    if (!replaces.empty()) {
+      // A replacement: the row it replaced goes (unless taken back meanwhile, SetNeverBan),
+      // and the new one comes, unless the never-ban set now covers it.
+      if (std::shared_ptr<const ActiveRow> replaced = FindLocked(replaces); replaced != nullptr) {
+        rows.push_back(Ended(replaced->row, now));
+      }
+      if (NeverBanLocked(DecidedRange(row))) {
+        if (withheld_.insert_or_assign(id, std::move(row)).second) withheld_total_->Increment();
+        continue;
+      }
+      rows.push_back(std::move(row));
+      continue;
+    }
     // Any change of the decision since dropped its hold (ChangeLocked): what is served of it is
     // still the row the hold was made against.
     std::shared_ptr<const ActiveRow> served = FindLocked(id);
@@ -1020,10 +1162,21 @@ void BouncerApi::SetNeverBan(CidrSet never_ban) {
   if (covered.empty()) return;
   const absl::Time now = clock_.TimeNow();
   absl::MutexLock lock(&mu_);
+  // Rows a held replacement keeps served (few: see held_): their decisions ended, so there is
+  // nothing to withhold, only the row to take back. Withheld, one was served again once the set
+  // no longer covered it, though the table had no such decision.
+  std::set<std::string> replaced;
+  for (const auto& [id, held] : held_) {
+    if (!held.replaces.empty()) replaced.insert(held.replaces);
+  }
   std::vector<BouncerChangeRow> rows;
   for (const std::shared_ptr<const ActiveRow>& a : covered) {
     const std::string& id = a->row.decision_id;
     if (FindLocked(id) != a) continue;
+    if (replaced.count(id)) {
+      rows.push_back(Ended(a->row, now));
+      continue;
+    }
     // What it is now: a held reissue's row, else the row served.
     auto held = held_.find(id);
     BouncerChangeRow current = held != held_.end() ? held->second.row : a->row;
@@ -1645,6 +1798,25 @@ absl::Status BouncerApi::Start() {
   options.now = [this] { return clock_.TimeNow(); };
   prometheus::Counter* timeouts = &refused_->Add({{"reason", "timeout"}});
   options.on_deadline = [timeouts] { timeouts->Increment(); };
+  // One peer address (an IPv6 /64) served on max_connections_per_address workers at most: a
+  // worker waits for a silent connection's first byte (the keep-alive wait) and a request sent
+  // a byte at a time until its deadline, so any peer that reaches the listener, with no key,
+  // could otherwise hold every worker and the queue behind them, and no bouncer would get a
+  // block or a withdrawal. The default (half the workers) leaves a live-mode bouncer's parallel
+  // ?ip= questions room. Loopback peers are not limited: every local user connects from any
+  // 127.x.y.z, so a limit per address stops none of them and only lets one starve the
+  // co-located bouncers (2 silent connections from 127.0.0.1 closed every local pull unread).
+  const size_t threads = config_.max_concurrent_requests();
+  prometheus::Counter* address_busy = &refused_->Add({{"reason", "address_busy"}});
+  if (config_.max_connections_per_address() > 0) {
+    options.max_connections_per_address = config_.max_connections_per_address();
+    options.on_address_refused = [address_busy] { address_busy->Increment(); };
+    std::function<bool(absl::string_view)> loopback =
+        loopback_peer_ ? loopback_peer_ : IsLoopbackPeer;
+    options.exempt_from_address_limit = [loopback](const std::string& peer) {
+      return loopback(peer);
+    };
+  }
   if (!tls.cert_file().empty()) {
     for (const std::string* f : {&tls.cert_file(), &tls.key_file(), &tls.client_ca_file()}) {
       if (!f->empty() && !std::ifstream(*f)) {
@@ -1662,7 +1834,6 @@ absl::Status BouncerApi::Start() {
   }
   // A bounded backlog (httplib 0.11's own pool queues connections without a bound): past
   // four waiting connections per worker, further ones wait in the kernel's listen backlog.
-  const size_t threads = config_.max_concurrent_requests();
   server_->new_task_queue = [threads] { return new BoundedTaskQueue(threads, 4 * threads); };
   server_->set_read_timeout(10, 0);
   server_->set_write_timeout(10, 0);
@@ -1698,7 +1869,7 @@ absl::Status BouncerApi::Start() {
       // compressed and never ranged, but answers without the Content-Length that CrowdSec's
       // recorded answers carry, tests/e2e/testdata/crowdsec.)
       if (AcceptsGzip(req.get_header_value("Accept-Encoding")) && reply.body.size() > 1024) {
-        if (absl::StatusOr<std::string> gz = Gzip(reply.body); gz.ok()) {
+        if (absl::StatusOr<std::string> gz = GzipAnswer(reply.body); gz.ok()) {
           reply.body = *std::move(gz);
           res.set_header("Content-Encoding", "gzip");
         }

@@ -18,6 +18,11 @@
 //   A connection carries one request (Connection: close): no worker waits on an idle
 //   connection for its next one. A request must arrive whole within 60 s on the API's clock,
 //   else the server answers 408 (palisade_bouncer_requests_refused_total{reason="timeout"}).
+//   One peer address (an IPv6 /64) is served on max_connections_per_address workers at most
+//   (default: half of max_concurrent_requests, off below 4); its further connections are closed
+//   unread (reason "address_busy"), so that no remote peer, with or without a key, holds every
+//   worker with slow or silent connections. Loopback peers are not limited (IsLoopbackPeer):
+//   any local user connects from any 127.x.y.z, so the limit cannot tell them apart.
 //
 // Which decisions bouncers see: active, not dry run, on an address (scope "Ip") or a range
 // ("Range": feeds' CIDRs), whose action is block ("ban") or a challenge ("captcha"). Paths,
@@ -50,6 +55,13 @@
 // meanwhile: crowdsec-custom-bouncer skips an add of a value it added less than its cache
 // retention (10 s) before, a delete between or not. A bouncer that had not pulled the earlier
 // row is served the deletion too (firewall bouncer: "not present"; custom: its script's del).
+// A replacement waits the same way: a set that ends a decision and makes another one new on its
+// scope and value (any such pair: a block taking over a challenge, or the reverse) keeps the
+// ended row served until kReissueHold after it was logged, then logs its deletion and the new
+// row together (before 2026-12-07 both went at once, and custom-bouncer deleted the value and
+// skipped the add: the host stayed open to it). So an escalation reaches every bouncer up to
+// kReissueHold (30 s) late: the old row (a captcha) is served meanwhile, the value covered. A
+// restart during the hold holds it again (Attach: holds are not stored).
 // The bouncer's position moves to the log's end served by a pull once its answer was written
 // whole (handed to the kernel; then stored with the pull): an answer cut off (a stop, a kill, a
 // reset, a write timeout) moves nothing, and the next pull serves the same changes again.
@@ -143,6 +155,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -274,6 +287,11 @@ class BouncerApi {
   // Tests: answers live ip= questions as the others are, over every active row of a snapshot,
   // instead of from the index, so that a test can hold the two answers side by side.
   void SetLiveScanForTesting(bool scan) { live_scan_for_testing_ = scan; }
+  // Tests: replaces IsLoopbackPeer, which decides the peers max_connections_per_address leaves
+  // alone (a test can only connect over loopback). Before Start.
+  void SetLoopbackPeerForTesting(std::function<bool(absl::string_view)> loopback) {
+    loopback_peer_ = std::move(loopback);
+  }
 
  private:
   // One active row as it is served, and what it decides on (see bouncer_api.cc). Immutable once
@@ -348,11 +366,18 @@ class BouncerApi {
   void AddMetricsLocked(Bouncer& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveMetricsLocked(Bouncer& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Logs one change of a set (OnUpdates).
-  void OnUpdateLocked(const DecisionUpdate& update) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnUpdateLocked(const DecisionUpdate& update, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The replacements in a set (`updates`) that must wait (replacing_): a decision ended whose
+  // row was logged less than kReissueHold before, and another one new to bouncers on the same
+  // scope and value.
+  void FindReplacementsLocked(const std::vector<DecisionUpdate>& updates, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // What decision `id` now is to bouncers (`row`; nullopt: nothing, it ended or is not
   // visible), against what the log serves of it: the rows to log go to `out` (none, a new row,
-  // a deletion, or a reissue's two), a reissue not yet due to held_, a decision on a never-ban
-  // address to withheld_. Any earlier hold of `id` is dropped first.
+  // a deletion, or a reissue's two), a reissue or a replacement not yet due to held_ (the
+  // replaced row stays served), a decision on a never-ban address to withheld_. Any earlier
+  // hold of `id` is dropped first (a replacement's goes on with its new row, if any).
   void ChangeLocked(const std::string& id, std::optional<BouncerChangeRow> row, absl::Time now,
                     std::vector<BouncerChangeRow>* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Logs the held reissues due at the clock's time (the ticker; every pull, first).
@@ -407,6 +432,7 @@ class BouncerApi {
   std::function<void()> answer_hook_;
   std::function<void()> pull_wait_hook_;
   std::function<void()> trim_hook_;
+  std::function<bool(absl::string_view)> loopback_peer_;  // null: IsLoopbackPeer
 
   // Taken in this order. pull_mu_: one pull (or Trim) at a time, so that what a pull reads of
   // the log outside mu_ is not trimmed before its answer is made (whole, in memory; its
@@ -463,14 +489,28 @@ class BouncerApi {
   // comment): crowdsec-custom-bouncer's cache keeps a value 10 s, and a bouncer polls every 10 s,
   // so the row was served at most ~10 s after it was logged and ~20 s are left to spare.
   static constexpr absl::Duration kReissueHold = absl::Seconds(30);
-  // Reissues waiting (ChangeLocked), by decision id: the row to log, and when. At most one per
-  // active decision; by_due orders them for ReleaseDueLocked.
+  // Reissues and replacements waiting (ChangeLocked), by decision id: the row to log, and when.
+  // At most one per active decision; by_due orders them for ReleaseDueLocked. A replacement
+  // (any decision new to bouncers on the value of one that ended in the same set, or before a
+  // restart, and was logged less than kReissueHold before) names the decision it replaces,
+  // whose row stays served until `due` and is then deleted in the same change set as `row` is
+  // logged: custom-bouncer would otherwise run its del and skip the add of a value it added
+  // < 10 s ago. An escalation so reaches bouncers up to kReissueHold late, the value covered.
   struct Held {
     BouncerChangeRow row;
     absl::Time due;
+    std::string replaces;  // "" for a reissue
   };
   absl::flat_hash_map<std::string, Held> held_ ABSL_GUARDED_BY(mu_);
   std::set<std::pair<absl::Time, std::string>> held_by_due_ ABSL_GUARDED_BY(mu_);
+  // During one set (OnUpdates; empty otherwise): by (scope, value), the decision this set ends
+  // whose row stays served until `due`, because the set logs another one on that value.
+  struct Replaced {
+    std::string id;
+    absl::Time due;
+  };
+  absl::flat_hash_map<std::pair<std::string, std::string>, Replaced> replacing_
+      ABSL_GUARDED_BY(mu_);
   CidrSet never_ban_ ABSL_GUARDED_BY(mu_);
   // The decisions withheld for never_ban_ or a non-public range, by id, as they would be served:
   // few (a decision on a protected or private address), and what SetNeverBan serves when the
@@ -494,6 +534,14 @@ class BouncerApi {
   absl::Notification stopping_;
   int port_ = 0;
 };
+
+// Whether a peer address is a loopback one (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104), which
+// max_connections_per_address does not limit (see config.proto).
+bool IsLoopbackPeer(absl::string_view address);
+
+// `text` gzipped (a stream answer, when the bouncer accepts gzip), in a string that holds no
+// more than its bytes: the answer is kept for as long as its reader takes.
+absl::StatusOr<std::string> GzipAnswer(absl::string_view text);
 
 }  // namespace palisade
 

@@ -47,6 +47,17 @@ absl::StatusOr<palisade::v1::BouncerApiConfig> BouncerApiConfigWithDefaults(
   }
   if (c.max_concurrent_requests() == 0) c.set_max_concurrent_requests(8);
   if (c.max_concurrent_requests() > 64) return error("max_concurrent_requests", "must be 1..64");
+  // Half the workers: a live-mode bouncer's parallel ?ip= questions fit, and other addresses
+  // keep the other half. Below 4 workers half would leave a live-mode host one or none.
+  if (!c.has_max_connections_per_address()) {
+    const uint32_t workers = c.max_concurrent_requests();
+    c.set_max_connections_per_address(workers >= 4 ? workers / 2 : 0);
+  }
+  if (c.max_connections_per_address() >= c.max_concurrent_requests()) {
+    return error("max_connections_per_address",
+                 "must be 0 (off) or below max_concurrent_requests (other addresses would find "
+                 "no worker)");
+  }
   if (!c.has_deletion_retention()) ToProto(absl::Hours(24 * 7), c.mutable_deletion_retention());
   const absl::Duration retention = FromProto(c.deletion_retention());
   if (retention < absl::Minutes(1) || retention > absl::Hours(24 * 365)) {

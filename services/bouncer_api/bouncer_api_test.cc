@@ -66,7 +66,8 @@ std::string Serialized(prometheus::Registry& registry) {
 // `never_ban`: set before Attach, as palisaded does at start.
 struct Daemon {
   Daemon(const std::string& path, SimulatedClock& clock, palisade::v1::BouncerApiConfig config = {},
-         const CidrSet* never_ban = nullptr)
+         const CidrSet* never_ban = nullptr,
+         const std::function<void(BouncerApi&)>& before_start = nullptr)
       : table(clock) {
     store = *Store::Open(path);
     table.SetStore(store.get(), {});
@@ -77,6 +78,7 @@ struct Daemon {
     api = *std::move(created);
     if (never_ban != nullptr) api->SetNeverBan(*never_ban);
     EXPECT_THAT(api->Attach(table), IsOk());
+    if (before_start) before_start(*api);
     EXPECT_THAT(api->Start(), IsOk());
   }
   ~Daemon() { api.reset(); }
@@ -186,11 +188,18 @@ class RawConnection {
  public:
   // `receive_buffer` > 0: SO_RCVBUF, set before connecting so that it bounds the window the
   // server may fill (a reader that reads nothing then holds a large answer in the server's send).
-  explicit RawConnection(int port, int receive_buffer = 0) {
+  // `from`: the local address to connect from (a loopback one: 127.0.0.0/8 is all on lo).
+  explicit RawConnection(int port, int receive_buffer = 0, const char* from = nullptr) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     if (receive_buffer > 0) {
       EXPECT_EQ(::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer)),
                 0);
+    }
+    if (from != nullptr) {
+      sockaddr_in local{};
+      local.sin_family = AF_INET;
+      inet_pton(AF_INET, from, &local.sin_addr);
+      EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&local), sizeof(local)), 0);
     }
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -310,7 +319,21 @@ TEST(BouncerApiConfigTest, DefaultsAndErrorsNamingTheField) {
   EXPECT_EQ(c->max_query_bytes(), 2048u);
   EXPECT_EQ(c->stale_after().seconds(), 300);
   EXPECT_EQ(c->deletion_retention().seconds(), 7 * 86400);
+  // Half the 8 workers per address; off below 4 workers; 0 stays off.
+  EXPECT_EQ(c->max_connections_per_address(), 4u);
+  palisade::v1::BouncerApiConfig few;
+  few.set_max_concurrent_requests(3);
+  EXPECT_EQ(BouncerApiConfigWithDefaults(few)->max_connections_per_address(), 0u);
+  few.set_max_concurrent_requests(4);
+  EXPECT_EQ(BouncerApiConfigWithDefaults(few)->max_connections_per_address(), 2u);
+  few.set_max_connections_per_address(0);
+  EXPECT_EQ(BouncerApiConfigWithDefaults(few)->max_connections_per_address(), 0u);
   palisade::v1::BouncerApiConfig bad;
+  bad.set_max_concurrent_requests(4);
+  bad.set_max_connections_per_address(4);
+  EXPECT_THAT(BouncerApiConfigWithDefaults(bad).status().message(),
+              HasSubstr("bouncer_api.max_connections_per_address"));
+  bad.Clear();
   bad.set_max_query_bytes(10);
   EXPECT_THAT(BouncerApiConfigWithDefaults(bad).status().message(),
               HasSubstr("bouncer_api.max_query_bytes"));
@@ -571,8 +594,170 @@ TEST(BouncerApiTest, AnExtensionSoonAfterItsNewIsHeld) {
   EXPECT_TRUE(after["new"].is_null()) << after;
 }
 
+// Holds are not stored: a restart during a replacement's hold logged the replaced row's deletion
+// and the new row at once (Attach), and custom-bouncer, which had added the value less than
+// 10 s before, ran its del and skipped the add. Attach holds it again: a loaded row no longer
+// visible, logged less than kReissueHold before, keeps its value covered until then, and a
+// visible decision new to bouncers on that value is logged with its deletion. The bouncer is
+// modelled as in AReplacementSoonAfterTheReplacedNewIsHeld, across the daemon's restart.
+TEST(BouncerApiTest, AReplacementHeldAtARestartIsHeldAgain) {
+  SimulatedClock clock;
+  const std::string path = FreshPath("replace-restart.db");
+  const std::string value = "203.0.113.7";
+  std::map<std::string, std::string> host;  // value -> type the host enforces
+  std::map<std::string, absl::Time> added;   // custom-bouncer's cache: value -> last add
+  std::string key;
+  auto pull = [&](Daemon& d) {
+    json answer = d.Pull(key);
+    const absl::Time now = clock.TimeNow();
+    if (!answer["deleted"].is_null()) {
+      for (const json& x : answer["deleted"]) host.erase(x["value"].get<std::string>());
+    }
+    if (!answer["new"].is_null()) {
+      for (const json& x : answer["new"]) {
+        const std::string v = x["value"].get<std::string>();
+        auto it = added.find(v);
+        if (it != added.end() && now - it->second < absl::Seconds(10)) continue;  // skipped
+        added[v] = now;
+        host[v] = x["type"].get<std::string>();
+      }
+    }
+  };
+  {
+    Daemon d(path, clock);
+    key = *d.api->AddBouncer("custom");
+    d.Ban(value, absl::Hours(1), palisade::v1::TARGET_KIND_IP, palisade::v1::ACTION_CHALLENGE);
+    pull(d);
+    ASSERT_EQ(host[value], "captcha");
+    clock.Advance(absl::Seconds(3));
+    d.Ban(value, absl::Hours(2), palisade::v1::TARGET_KIND_IP, palisade::v1::ACTION_BLOCK);
+    pull(d);
+    ASSERT_EQ(host[value], "captcha");  // held
+  }
+  clock.Advance(absl::Seconds(1));
+  Daemon d(path, clock);
+  for (int i = 0; i < 60; ++i) {
+    pull(d);
+    ASSERT_EQ(host.count(value), 1u) << "the host is open to it " << i << " s after the restart";
+    clock.Advance(absl::Seconds(1));
+  }
+  EXPECT_EQ(host[value], "ban");
+  json again = d.Pull(key);
+  EXPECT_TRUE(again["deleted"].is_null()) << again;
+  EXPECT_TRUE(again["new"].is_null()) << again;
+  const std::string key2 = *d.api->AddBouncer("fresh");
+  json fresh = d.Pull(key2, /*startup=*/true);
+  ASSERT_THAT(fresh["new"], SizeIs(1)) << fresh;
+  EXPECT_EQ(fresh["new"][0]["type"], "ban");
+}
+
+// A never-ban set that came to cover a replaced row during its replacement's hold withheld the
+// replaced decision, already withdrawn, and nothing took it out of withheld_: once the set no
+// longer covered the address, that decision was served again until its end, though the table
+// had no such decision. Its row is now taken back only; the replacement is withheld when due.
+TEST(BouncerApiTest, ANeverBanSetDuringAReplacementsHoldWithholdsOnlyTheReplacement) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("replace-never-ban.db"), clock);
+  const std::string key = *d.api->AddBouncer("fw");
+  const std::string value = "203.0.113.7";
+  d.Ban(value, absl::Hours(1), palisade::v1::TARGET_KIND_IP, palisade::v1::ACTION_CHALLENGE);
+  EXPECT_EQ(Values(d.Pull(key)["new"]), std::set<std::string>{value});
+  clock.Advance(absl::Seconds(5));
+  d.Ban(value, absl::Hours(2), palisade::v1::TARGET_KIND_IP, palisade::v1::ACTION_BLOCK);
+  EXPECT_TRUE(d.Pull(key)["deleted"].is_null());  // held
+  d.api->SetNeverBan(*CidrSet::Parse({"203.0.113.0/24"}));
+  json taken = d.Pull(key);
+  ASSERT_THAT(taken["deleted"], SizeIs(1)) << taken;
+  EXPECT_EQ(taken["deleted"][0]["type"], "captcha");
+  EXPECT_TRUE(taken["new"].is_null()) << taken;
+  clock.Advance(absl::Minutes(1));  // the hold is over: the block is withheld
+  json held = d.Pull(key);
+  EXPECT_TRUE(held["deleted"].is_null()) << held;
+  EXPECT_TRUE(held["new"].is_null()) << held;
+  d.api->SetNeverBan(CidrSet());
+  json back = d.Pull(key);
+  ASSERT_THAT(back["new"], SizeIs(1)) << back;
+  EXPECT_EQ(back["new"][0]["type"], "ban");
+  const std::string key2 = *d.api->AddBouncer("fresh");
+  json fresh = d.Pull(key2, /*startup=*/true);
+  ASSERT_THAT(fresh["new"], SizeIs(1)) << fresh;
+  EXPECT_EQ(fresh["new"][0]["type"], "ban");
+}
+
 // An extension made while no bouncer API listened (a crash between the table's store write and
 // its listeners) is found at start, and reissued as the listener would have.
+// A stronger claim replacing a decision (a block taking over a challenge on the address) is a
+// set of two: the challenge withdrawn, the block created, another id. The hold only guarded a
+// decision's own reissue: the withdrawal and the new entry on the same value were logged at
+// once, and crowdsec-custom-bouncer, which skips an add of a value it added less than 10 s
+// before (a delete between or not), ran its script's del and skipped the add: the host stayed
+// open to the address for the whole block. A replacement less than kReissueHold after the
+// replaced row was logged now keeps that row served until then, and the deletion and the new
+// entry are logged together. The bouncer here is modelled as custom-bouncer applies a pull:
+// deletions first, then the adds its cache does not skip; it pulls every simulated second.
+TEST(BouncerApiTest, AReplacementSoonAfterTheReplacedNewIsHeld) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("replace-held.db"), clock);
+  const std::string key = *d.api->AddBouncer("custom");
+  const std::string value = "203.0.113.7";
+  std::map<std::string, std::string> host;   // value -> type the host enforces
+  std::map<std::string, absl::Time> added;    // custom-bouncer's cache: value -> last add
+  auto pull = [&] {
+    json answer = d.Pull(key);
+    const absl::Time now = clock.TimeNow();
+    if (!answer["deleted"].is_null()) {
+      for (const json& x : answer["deleted"]) host.erase(x["value"].get<std::string>());
+    }
+    if (!answer["new"].is_null()) {
+      for (const json& x : answer["new"]) {
+        const std::string v = x["value"].get<std::string>();
+        auto it = added.find(v);
+        if (it != added.end() && now - it->second < absl::Seconds(10)) continue;  // skipped
+        added[v] = now;
+        host[v] = x["type"].get<std::string>();
+      }
+    }
+  };
+  d.Ban(value, absl::Hours(1), palisade::v1::TARGET_KIND_IP, palisade::v1::ACTION_CHALLENGE);
+  pull();
+  ASSERT_EQ(host[value], "captcha");
+  clock.Advance(absl::Seconds(5));
+  d.Ban(value, absl::Hours(2), palisade::v1::TARGET_KIND_IP, palisade::v1::ACTION_BLOCK);
+  for (int i = 0; i < 60; ++i) {
+    pull();
+    ASSERT_EQ(host.count(value), 1u) << "the host is open to it " << i + 1 << " s after";
+    clock.Advance(absl::Seconds(1));
+  }
+  EXPECT_EQ(host[value], "ban");
+  // Served once: nothing more.
+  json again = d.Pull(key);
+  EXPECT_TRUE(again["deleted"].is_null()) << again;
+  EXPECT_TRUE(again["new"].is_null()) << again;
+  // A bouncer that pulls afresh gets the block alone.
+  const std::string key2 = *d.api->AddBouncer("fresh");
+  json fresh = d.Pull(key2, /*startup=*/true);
+  ASSERT_THAT(fresh["new"], SizeIs(1)) << fresh;
+  EXPECT_EQ(fresh["new"][0]["type"], "ban");
+
+  // A held replacement withdrawn meanwhile: the replaced row's deletion only, at once.
+  const std::string other = "203.0.113.9";
+  d.Ban(other, absl::Hours(1), palisade::v1::TARGET_KIND_IP, palisade::v1::ACTION_CHALLENGE);
+  EXPECT_EQ(Values(d.Pull(key)["new"]), std::set<std::string>{other});
+  clock.Advance(absl::Seconds(2));
+  const std::string block =
+      d.Ban(other, absl::Hours(2), palisade::v1::TARGET_KIND_IP, palisade::v1::ACTION_BLOCK);
+  EXPECT_TRUE(d.Pull(key)["deleted"].is_null());
+  ASSERT_THAT(d.table.Withdraw(block), IsOk());
+  json ended = d.Pull(key);
+  ASSERT_THAT(ended["deleted"], SizeIs(1)) << ended;
+  EXPECT_EQ(ended["deleted"][0]["type"], "captcha");
+  EXPECT_TRUE(ended["new"].is_null()) << ended;
+  clock.Advance(absl::Minutes(1));
+  json after = d.Pull(key);
+  EXPECT_TRUE(after["deleted"].is_null()) << after;
+  EXPECT_TRUE(after["new"].is_null()) << after;
+}
+
 TEST(BouncerApiTest, AnExtensionTheLogMissedIsReissuedAtStart) {
   SimulatedClock clock;
   const std::string path = FreshPath("extend-attach.db");
@@ -878,6 +1063,33 @@ TEST(BouncerApiTest, AStreamAnswerIsGzippedWhenAsked) {
   inflateEnd(&z);
   EXPECT_LT(gz.size(), text.size());
   EXPECT_EQ(Values(json::parse(text, nullptr, false)["new"]), banned);
+}
+
+// A gzipped answer is kept whole for as long as its reader takes. Its buffer was sized for the
+// text (deflateBound) and never shrunk: a startup answer of ~100 MB (a million deletions) held
+// ~100 MB more than its few gzipped MB while written, at each pull of a key holder who reads it
+// slowly or closes it early.
+TEST(GzipAnswerTest, HoldsNoMoreThanItsBytes) {
+  std::string text;
+  for (int i = 0; i < 100'000; ++i) {
+    absl::StrAppend(&text, "{\"id\":", i, ",\"value\":\"11.", i / 65536, ".", i / 256 % 256, ".",
+                    i % 256, "\",\"scenario\":\"feed\"},");
+  }
+  absl::StatusOr<std::string> gz = GzipAnswer(text);
+  ASSERT_THAT(gz, IsOk());
+  EXPECT_LT(gz->size(), text.size() / 4);
+  EXPECT_LE(gz->capacity(), gz->size() + (size_t{64} << 10));
+  z_stream z{};
+  ASSERT_EQ(inflateInit2(&z, 15 + 16), Z_OK);
+  std::string back(text.size() + 1, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(gz->data()));
+  z.avail_in = static_cast<uInt>(gz->size());
+  z.next_out = reinterpret_cast<Bytef*>(back.data());
+  z.avail_out = static_cast<uInt>(back.size());
+  EXPECT_EQ(inflate(&z, Z_FINISH), Z_STREAM_END);
+  back.resize(z.total_out);
+  inflateEnd(&z);
+  EXPECT_EQ(back, text);
 }
 
 // A bouncer's first answer (position 0) is being written when a decision it serves is withdrawn:
@@ -1902,6 +2114,100 @@ TEST(BouncerApiTest, AConnectionCarriesOneRequestSoNoWorkerWaitsOnAnIdleOne) {
     httplib::Result r = b.Get("/v1/decisions?ip=203.0.113.7", {{"X-Api-Key", key}});
     ASSERT_TRUE(r) << httplib::to_string(r.error());
     EXPECT_EQ(r->status, 200);
+  }
+}
+
+// Connections from one address could hold every worker and the queue behind them, with no key:
+// a worker waits 30 s for a silent connection's first byte, and up to the request deadline for a
+// request sent a byte at a time. Any peer that reaches the listener then starved every bouncer:
+// no new blocks, no withdrawals. A remote address is now served on at most
+// max_connections_per_address workers (default: half of them, room for a live-mode bouncer's
+// parallel ?ip= questions); its further connections are closed unread and counted (reason
+// "address_busy"). A test can only connect over loopback, which is not limited: here
+// 127.0.0.1 stands for a remote peer (SetLoopbackPeerForTesting). It opens one connection per
+// worker and keeps each alive with a header byte well within every read timeout (the request
+// deadline, on the simulated clock, never passes); a bouncer on 127.0.0.2 is still answered.
+TEST(BouncerApiTest, OneRemoteAddressCannotHoldEveryWorker) {
+  SimulatedClock clock;
+  palisade::v1::BouncerApiConfig config;
+  config.set_max_concurrent_requests(4);  // 2 per address (the default)
+  Daemon d(FreshPath("per-address.db"), clock, config, nullptr, [](BouncerApi& api) {
+    api.SetLoopbackPeerForTesting([](absl::string_view peer) { return peer != "127.0.0.1"; });
+  });
+  const std::string key = *d.api->AddBouncer("fw");
+  d.Ban("203.0.113.7");
+  std::vector<std::unique_ptr<RawConnection>> slow;
+  for (int i = 0; i < 4; ++i) {
+    slow.push_back(std::make_unique<RawConnection>(d.api->port(), 0, "127.0.0.1"));
+    ASSERT_TRUE(slow.back()->Send("GET /v1/decisions?ip=203.0.113.7 HTTP/1.1\r\nX-Pad: "));
+  }
+  RawConnection bouncer(d.api->port(), 0, "127.0.0.2");
+  ASSERT_TRUE(bouncer.Send(absl::StrCat("GET /v1/decisions?ip=203.0.113.7 HTTP/1.1\r\n",
+                                        "Host: palisade\r\nX-Api-Key: ", key, "\r\n\r\n")));
+  // A bound, not a pace: served at once with the cap, never without it.
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  while (!absl::StrContains(bouncer.got(), "\r\n\r\n") && !bouncer.closed() &&
+         absl::Now() < give_up) {
+    for (auto& c : slow) (void)c->Send("a");
+    bouncer.Read(absl::Milliseconds(200));
+  }
+  ASSERT_THAT(bouncer.got(), ::testing::StartsWith("HTTP/1.1 200 "))
+      << "not answered while one address held its connections";
+  const std::string answer = bouncer.ReadAnswer();
+  EXPECT_THAT(answer, ::testing::StartsWith("HTTP/1.1 200 "));
+  EXPECT_THAT(answer, HasSubstr("203.0.113.7"));
+  // The workers that closed the others may still be counting (a bound, polled).
+  const std::string busy = "palisade_bouncer_requests_refused_total{reason=\"address_busy\"} 2";
+  const absl::Time counted = absl::Now() + absl::Seconds(60);
+  while (!absl::StrContains(d.Metrics(), busy) && absl::Now() < counted) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_THAT(d.Metrics(), HasSubstr(busy));
+}
+
+// The limit cannot tell local users apart (each connects from any 127.x.y.z): limiting
+// loopback peers stopped none of them and let one starve the co-located bouncers, 2 silent
+// connections from 127.0.0.1 having every local pull closed unread. Loopback peers are not
+// limited: 3 slow connections from 127.0.0.1, then a bouncer's question from 127.0.0.1 too, is
+// answered on the 4th worker, and nothing is closed unread.
+TEST(BouncerApiTest, ALoopbackPeerIsNotLimited) {
+  SimulatedClock clock;
+  palisade::v1::BouncerApiConfig config;
+  config.set_max_concurrent_requests(4);  // 2 per address (the default), for remote peers
+  Daemon d(FreshPath("per-address-loopback.db"), clock, config);
+  const std::string key = *d.api->AddBouncer("fw");
+  d.Ban("203.0.113.7");
+  std::vector<std::unique_ptr<RawConnection>> slow;
+  for (int i = 0; i < 3; ++i) {
+    slow.push_back(std::make_unique<RawConnection>(d.api->port(), 0, "127.0.0.1"));
+    ASSERT_TRUE(slow.back()->Send("GET /v1/decisions?ip=203.0.113.7 HTTP/1.1\r\nX-Pad: "));
+  }
+  RawConnection bouncer(d.api->port(), 0, "127.0.0.1");
+  ASSERT_TRUE(bouncer.Send(absl::StrCat("GET /v1/decisions?ip=203.0.113.7 HTTP/1.1\r\n",
+                                        "Host: palisade\r\nX-Api-Key: ", key, "\r\n\r\n")));
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  while (!absl::StrContains(bouncer.got(), "\r\n\r\n") && !bouncer.closed() &&
+         absl::Now() < give_up) {
+    for (auto& c : slow) (void)c->Send("a");
+    bouncer.Read(absl::Milliseconds(200));
+  }
+  ASSERT_THAT(bouncer.got(), ::testing::StartsWith("HTTP/1.1 200 "))
+      << "a loopback peer's 4th connection was not answered";
+  for (auto& c : slow) {
+    c->Read(absl::Milliseconds(100));
+    EXPECT_FALSE(c->closed());
+  }
+  EXPECT_THAT(d.Metrics(),
+              HasSubstr("palisade_bouncer_requests_refused_total{reason=\"address_busy\"} 0"));
+}
+
+TEST(IsLoopbackPeerTest, LoopbackOnly) {
+  for (const char* peer : {"127.0.0.1", "127.9.8.7", "::1", "::ffff:127.0.0.2"}) {
+    EXPECT_TRUE(IsLoopbackPeer(peer)) << peer;
+  }
+  for (const char* peer : {"203.0.113.7", "10.0.0.1", "128.0.0.1", "::ffff:203.0.113.7",
+                           "2001:db8::1", "::2", "", "not an address"}) {
+    EXPECT_FALSE(IsLoopbackPeer(peer)) << peer;
   }
 }
 

@@ -257,6 +257,8 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
   // Lines are taken one at a time (to know where each ends): a small read buffer keeps the
   // follower's per-line bookkeeping cheap.
   follower_options.read_bytes = 16 * 1024;
+  // A path named here is its user's choice: it may be a symlink they (or root) own.
+  follower_options.follow_owned_symlink = true;
   std::set<std::string> seen;
   for (const std::string& raw : o.paths) {
     Followed f;

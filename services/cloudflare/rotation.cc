@@ -26,7 +26,7 @@ std::string DirOf(const std::string& path) {
 }
 
 absl::Status Errno(absl::string_view what, const std::string& path) {
-  return absl::InternalError(absl::StrCat(what, " ", path, ": ", strerror(errno)));
+  return absl::InternalError(absl::StrCat(what, " ", ShownSecretName(path), ": ", strerror(errno)));
 }
 
 absl::Status FsyncDir(const std::string& dir) {
@@ -45,7 +45,8 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path) {
   std::getline(in, line);
   std::string value(absl::StripAsciiWhitespace(line));
   if (value.empty()) {
-    return absl::DataLossError(absl::StrCat("cloudflare: rolled token file ", path, " is empty"));
+    return absl::DataLossError(
+        absl::StrCat("cloudflare: rolled token file ", ShownSecretName(path), " is empty"));
   }
   return value;
 }
@@ -106,8 +107,9 @@ absl::Status CheckTokenFileWritable(const std::string& token_file) {
   const std::string probe = absl::StrCat(token_file, ".probe");
   auto refused = [&](absl::string_view what) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "cloudflare.rotation: palisaded cannot ", what, " ", probe, " (", strerror(errno),
-        ") next to cloudflare.token_file ", token_file, ": a rolled secret could not be saved ",
+        "cloudflare.rotation: palisaded cannot ", what, " ", ShownSecretName(probe), " (",
+        strerror(errno), ") next to cloudflare.token_file ", ShownSecretName(token_file),
+        ": a rolled secret could not be saved ",
         "there and the next start would read a dead token, so no roll is sent; put the token "
         "file in a directory palisaded can write (its state directory) or remove "
         "cloudflare.rotation"));
@@ -129,25 +131,29 @@ absl::StatusOr<std::optional<Secret>> RollForward(const std::string& token_file,
   Secret secret(*value);
   absl::StatusOr<TokenInfo> info = client.VerifyOtherToken(secret, account_owned);
   if (info.status().code() == absl::StatusCode::kUnauthenticated) {
-    std::cerr << "palisaded: cloudflare: the rolled token in " << side
-              << " is refused by Cloudflare; removing it and keeping " << token_file << std::endl;
+    std::cerr << "palisaded: cloudflare: the rolled token in " << ShownSecretName(side)
+              << " is refused by Cloudflare; removing it and keeping "
+              << ShownSecretName(token_file) << std::endl;
     if (unlink(side.c_str()) != 0) return Errno("cannot remove", side);
     return std::optional<Secret>();
   }
   if (!info.ok()) {
     // The side file is written only after a successful roll and removed only once the token
     // file holds the same value: it is the newest secret even when it cannot be checked now.
-    std::cerr << "palisaded: cloudflare: cannot verify the rolled token in " << side << " ("
+    std::cerr << "palisaded: cloudflare: cannot verify the rolled token in "
+              << ShownSecretName(side) << " ("
               << info.status().message() << "); rolling forward to it anyway" << std::endl;
   }
   if (absl::Status s = AtomicWriteFile(token_file, *value + "\n"); !s.ok()) {
-    return absl::Status(s.code(), absl::StrCat("cloudflare: rolling the token file ", token_file,
-                                               " forward from ", side, ": ", s.message()));
+    return absl::Status(s.code(), absl::StrCat("cloudflare: rolling the token file ",
+                                               ShownSecretName(token_file), " forward from ",
+                                               ShownSecretName(side), ": ", s.message()));
   }
   if (unlink(side.c_str()) != 0) return Errno("cannot remove", side);
   if (absl::Status s = FsyncDir(DirOf(side)); !s.ok()) return s;
   client.SetToken(secret);
-  std::cerr << "palisaded: cloudflare: rolled " << token_file << " forward to the secret of an "
+  std::cerr << "palisaded: cloudflare: rolled " << ShownSecretName(token_file)
+            << " forward to the secret of an "
             << "interrupted rotation" << std::endl;
   return std::optional<Secret>(secret);
 }
@@ -223,9 +229,10 @@ absl::Status TokenRotator::Persist(const Secret& fresh) {
   }
   if (absl::Status s = AtomicWriteFile(options_.token_file, fresh.value() + "\n"); !s.ok()) {
     return absl::Status(s.code(),
-                        absl::StrCat("cloudflare: the token was rolled; ", options_.token_file,
-                                     " could not be written (the new secret is kept in ", side,
-                                     "): ", s.message()));
+                        absl::StrCat("cloudflare: the token was rolled; ",
+                                     ShownSecretName(options_.token_file),
+                                     " could not be written (the new secret is kept in ",
+                                     ShownSecretName(side), "): ", s.message()));
   }
   if (unlink(side.c_str()) != 0) return Errno("cannot remove", side);
   return FsyncDir(DirOf(side));
@@ -246,7 +253,7 @@ absl::Status TokenRotator::SaveLocked() {
   unsaved_.reset();
   std::cerr << "palisaded: cloudflare: the new secret of token " << options_.token_id
             << " (rolled at " << absl::FormatTime(unsaved_since_) << ") is now saved in "
-            << options_.token_file << std::endl;
+            << ShownSecretName(options_.token_file) << std::endl;
   return absl::OkStatus();
 }
 
@@ -256,7 +263,8 @@ absl::Status TokenRotator::Lost() const {
       " went through but its new secret was lost (no usable answer came: ", unclear_->message(),
       "; the secret palisaded holds is refused now, as it is after a roll or a revocation): "
       "create a new token and put it in ",
-      options_.token_file, ", then restart palisaded; no roll is tried until then"));
+      ShownSecretName(options_.token_file), ", then restart palisaded; no roll is tried until "
+      "then"));
 }
 
 absl::Status TokenRotator::SettleLocked() {
@@ -278,7 +286,8 @@ absl::Status TokenRotator::SettleLocked() {
           "the roll of token ", options_.token_id, " at ", absl::FormatTime(unclear_since_),
           " may have gone through (its answer did not arrive: ", unclear_->message(),
           ") and the secret palisaded holds could not be checked (", info.status().message(),
-          "): the outcome is unknown; if it went through, the secret in ", options_.token_file,
+          "): the outcome is unknown; if it went through, the secret in ",
+          ShownSecretName(options_.token_file),
           " is dead and the new one lost. No roll is sent until a check tells"));
 }
 
@@ -324,7 +333,7 @@ absl::Status TokenRotator::RollLocked() {
     return Unsaved(rolled->persisted);
   }
   std::cerr << "palisaded: cloudflare: rolled token " << options_.token_id << " (new secret in "
-            << options_.token_file << ")" << std::endl;
+            << ShownSecretName(options_.token_file) << ")" << std::endl;
   return absl::OkStatus();
 }
 

@@ -86,6 +86,9 @@ ClusterNode::ClusterNode(ClusterNodeOptions options, DecisionTable& table,
     : options_(std::move(options)),
       table_(table),
       clock_(options_.clock != nullptr ? *options_.clock : RealClock::Get()),
+      // The writer's waiting claims under its table's active budget, which charges them here
+      // too once mirrored (palisaded sets the limits before the cluster starts).
+      view_(table.limits().max_active_bytes, clock_),
       writer_gauge_(prometheus::BuildGauge()
                         .Name("palisade_cluster_writer_held")
                         .Help("1 while this node holds the edge-writer lease and writes to "
@@ -204,6 +207,7 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
   // Where this node stopped reading the log, if its table (restored from the store) holds what
   // it had read: the view starts as that table.
   ro.start_after = node->ResumePosition();
+  node->applied_position_ = ro.start_after;
   if (ro.start_after > 0) {
     ReplicatedChange held;
     held.kind = ReplicatedChange::Kind::kState;
@@ -215,6 +219,7 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
     {
       absl::MutexLock mirror(&self->mirror_mu_);
       self->view_.Apply(c);
+      if (c.kind == ReplicatedChange::Kind::kState) self->stepped_down_overflowed_ = false;
       bool mirrored = true;
       if (self->writing_.load()) {
         // The writer's own changes, read back (its table holds them); but until its first
@@ -235,12 +240,26 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
       } else if (mirrored && c.kind == ReplicatedChange::Kind::kWaiting) {
         self->table_.MirrorWaiting({c.waiting});
       } else if (mirrored && c.kind == ReplicatedChange::Kind::kWaitingEnd) {
-        if (!self->writing_.load()) self->table_.MirrorWaitingEnd();  // as the state's marks
+        // As the state's marks; not after a step-down on an overflowed view (the table
+        // never had the snapshot it refused, and would drop the claims it names).
+        if (!self->writing_.load() && !self->stepped_down_overflowed_) {
+          self->table_.MirrorWaitingEnd();
+        }
       } else if (mirrored) {
         self->table_.Mirror(c.change, c.decision);
       }
     }
-    self->KeepPosition(c.sequence);
+    // Kept before a state until its snapshots' end (see before_state_). A writer publishes a
+    // state, its snapshots and their end one after the other: an update after the state means
+    // no end comes for it (its writer died or was fenced), and reading the state again would
+    // undo the updates after it for a moment.
+    if (c.kind == ReplicatedChange::Kind::kState) {
+      self->before_state_ = self->applied_position_;
+    } else if (c.kind != ReplicatedChange::Kind::kWaiting) {
+      self->before_state_.reset();
+    }
+    self->applied_position_ = c.sequence;
+    self->KeepPosition(self->before_state_.value_or(c.sequence));
   };
   ro.log = [self](const std::string& m) { self->Log(m); };
   absl::StatusOr<std::unique_ptr<DecisionReplica>> replica =
@@ -625,7 +644,14 @@ void ClusterNode::StepDown(const std::string& why) {
   // stopping: the table is not served any more.
   if (!stopping_.HasBeenNotified() && CatchUp(options_.lease_term / 6)) {
     absl::MutexLock mirror(&mirror_mu_);
-    table_.MirrorState(view_.List());
+    // Its waiting claims too, as any mirror takes a state's: its own marked stale, replaced by
+    // the snapshots the log holds (a new writer's, which the replica read and skipped while
+    // this node wrote), and dropped where none is named once the view holds all of them.
+    table_.MirrorState(view_.List(), /*mark_stale=*/true);
+    bool complete = false;
+    table_.MirrorWaiting(view_.Waiting(&complete));
+    if (complete) table_.MirrorWaitingEnd();
+    stepped_down_overflowed_ = view_.waiting_overflow();
   }
   writer_changes_.Increment();
   Log(absl::StrCat("cluster: node ", options_.node_id, " stopped writing: ", why));

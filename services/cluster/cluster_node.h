@@ -45,6 +45,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -262,12 +263,26 @@ class ClusterNode {
   // Held while a change read from the log is applied (view and table), and while StepDown sets
   // the table to the view: the two never interleave.
   absl::Mutex mirror_mu_;
-  DecisionView view_;
+  DecisionView view_;  // its waiting claims capped at the table's max_active_bytes
+  // Whether StepDown found the view's snapshots of the last state overflowed (one refused for
+  // the cap): the table, which never had the refused one, keeps its claims stale past that
+  // state's end (the end drops none) until the next state. The table took every snapshot read
+  // after StepDown, so a view merely pending does not count.
+  bool stepped_down_overflowed_ ABSL_GUARDED_BY(mirror_mu_) = false;
   std::unique_ptr<DecisionReplica> replica_;
   // The decision stream's creation time (unix ns; 0: not read, no position kept), set at Start;
   // and whether keeping the position failed last (the replica thread's).
   int64_t log_created_ = 0;
   bool position_failing_ = false;
+  // The replica thread's: the sequence of the last change applied; and, from a full state until
+  // the end of the writer's snapshots after it (kWaitingEnd, or any other change: no end comes
+  // then), the one before that state, which is the position kept meanwhile. The state's stale
+  // marks live in the table's memory only: a node restarted after the state would read the end
+  // without them (and, not having read the state, the replica hands no end on), keeping claims
+  // the writer had dropped. Resumed from before the state, it reads the state again, then the
+  // snapshots and their end.
+  uint64_t applied_position_ = 0;
+  std::optional<uint64_t> before_state_;
   std::unique_ptr<CommandClient> client_;
   // The writer's parts: set and reset by the tick only; the table's listener reads log_writer_.
   absl::Mutex writer_mu_;

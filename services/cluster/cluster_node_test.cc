@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/cluster/decision_log.h"
@@ -29,6 +30,8 @@ using ::palisade::testing::IsOk;
 using ::palisade::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
 
 constexpr uint32_t kPartitions = 8;
 
@@ -100,6 +103,11 @@ class ClusterNodeTest : public ::testing::Test {
                                       std::function<void()> before_log_writer = nullptr,
                                       Store* store = nullptr) {
     auto n = std::make_unique<TestNode>(clock_);
+    if (max_active_bytes_ > 0) {
+      DecisionTableLimits limits;
+      limits.max_active_bytes = max_active_bytes_;
+      n->table.SetLimits(limits);
+    }
     if (store != nullptr) {
       // As palisaded: the table durable in the store, restored, before the node starts.
       n->table.SetStore(store, {});
@@ -175,6 +183,7 @@ class ClusterNodeTest : public ::testing::Test {
   SimulatedClock clock_;
   Clock* node_clock_ = nullptr;  // the nodes' (leases and ticks) when set, else clock_
   absl::Duration nats_timeout_ = absl::Seconds(5);
+  size_t max_active_bytes_ = 0;  // the nodes' tables' (and so their views' caps) when set
   std::unique_ptr<NatsServerForTests> server_;
 };
 
@@ -640,6 +649,176 @@ TEST_F(ClusterNodeTest, ADetectionIsTakenOnlyOnceTheDecisionLogHoldsIt) {
   EXPECT_EQ(on_a()[0].extensions(), 0u);
 }
 
+// A writer fenced by another takes the other's waiting claims when it steps down, as any
+// mirror does: its own, which the other's state and snapshots (read while it still wrote, and
+// skipped) no longer hold, go, and the other's, which it never held, come. It kept its own, and
+// would decide them at its next take-over; or, taking none of the other's, lost them.
+TEST_F(ClusterNodeTest, AWriterSteppingDownTakesTheNewWritersWaitingClaims) {
+  std::unique_ptr<TestNode> a = StartNode("a");
+  ASSERT_TRUE(a->node != nullptr && a->node->writer());
+  const std::string ip = "192.0.2.31";
+  absl::StatusOr<palisade::v1::Decision> blocked = a->node->AddManual(Ban(ip));
+  ASSERT_THAT(blocked, IsOk());
+  palisade::v1::AddDecisionRequest challenge = Ban(ip);
+  challenge.set_action(palisade::v1::ACTION_CHALLENGE);
+  *challenge.mutable_duration() = ToProtoDuration(absl::Hours(2));
+  ASSERT_THAT(a->node->AddManual(challenge), IsOk());  // waits behind the block
+  ASSERT_THAT(a->table.Waiting(), SizeIs(1));
+  CaughtUp(*a);
+  // Another writer takes over with the block and, behind it, a rule's claim a does not hold
+  // (its state, its snapshot, then their end), read by a's replica while a still writes.
+  WaitingClaimRow rule;
+  rule.target = ip;
+  rule.decision_id = blocked->id();
+  rule.origin = palisade::v1::ORIGIN_RULE;
+  rule.action = palisade::v1::ACTION_CHALLENGE;
+  rule.actuator = palisade::v1::ACTUATOR_ACCESS_RULE;
+  rule.expiry = clock_.TimeNow() + absl::Hours(3);
+  rule.rule_id = "probe";
+  auto rival_nats = NatsClient::Connect({.servers = {server_->url()}, .timeout = absl::Seconds(5)});
+  ASSERT_THAT(rival_nats, IsOk());
+  const std::vector<palisade::v1::Decision> state = a->table.List({});
+  auto rival = DecisionLogWriter::Start(
+      **rival_nats, {.node_id = "rival",
+                     .state = [&] { return state; },
+                     .waiting =
+                         [&] {
+                           return std::vector<WaitingClaims>{{ip, blocked->id(), {rule}}};
+                         }});
+  ASSERT_THAT(rival, IsOk());
+  (*rival)->PublishState();
+  ASSERT_TRUE((*rival)->WaitUntilPublished(absl::Minutes(1)));
+  CaughtUp(*a);
+  // a's next publish is refused (fenced), and its next tick steps it down.
+  (void)a->node->AddManual(Ban("192.0.2.32"));
+  a->node->Tick();
+  ASSERT_FALSE(a->node->writer());
+  EXPECT_TRUE(a->table.Get(blocked->id())->active());
+  std::vector<WaitingClaims> waiting = a->table.Waiting();
+  ASSERT_THAT(waiting, SizeIs(1)) << "the former writer did not take the new writer's claims";
+  EXPECT_EQ(waiting[0].target, ip);
+  EXPECT_EQ(waiting[0].decision_id, blocked->id());
+  ASSERT_THAT(waiting[0].claims, SizeIs(1)) << "the former writer kept its own waiting claims";
+  EXPECT_EQ(waiting[0].claims[0].origin, palisade::v1::ORIGIN_RULE);
+  EXPECT_EQ(waiting[0].claims[0].action, palisade::v1::ACTION_CHALLENGE);
+  EXPECT_EQ(waiting[0].claims[0].rule_id, "probe");
+  EXPECT_EQ(waiting[0].claims[0].expiry, rule.expiry);
+}
+
+// The same, a stepping down while the new writer's snapshots have not ended (its view cannot
+// vouch that they are all of them): the former writer drops none of its own claims.
+TEST_F(ClusterNodeTest, AWriterSteppingDownBeforeTheNewWritersSnapshotsEndKeepsItsClaims) {
+  std::unique_ptr<TestNode> a = StartNode("a");
+  ASSERT_TRUE(a->node != nullptr && a->node->writer());
+  const std::string ip = "192.0.2.33";
+  absl::StatusOr<palisade::v1::Decision> blocked = a->node->AddManual(Ban(ip));
+  ASSERT_THAT(blocked, IsOk());
+  palisade::v1::AddDecisionRequest challenge = Ban(ip);
+  challenge.set_action(palisade::v1::ACTION_CHALLENGE);
+  *challenge.mutable_duration() = ToProtoDuration(absl::Hours(2));
+  ASSERT_THAT(a->node->AddManual(challenge), IsOk());  // waits behind the block
+  ASSERT_THAT(a->table.Waiting(), SizeIs(1));
+  CaughtUp(*a);
+  // Another writer's state is stored; its snapshots are held until a has stepped down.
+  absl::Notification state_out, go;
+  auto rival_nats = NatsClient::Connect({.servers = {server_->url()}, .timeout = absl::Seconds(5)});
+  ASSERT_THAT(rival_nats, IsOk());
+  const std::vector<palisade::v1::Decision> state = a->table.List({});
+  auto rival = DecisionLogWriter::Start(
+      **rival_nats, {.node_id = "rival",
+                     .state = [&] { return state; },
+                     .waiting =
+                         [&] {
+                           state_out.Notify();
+                           go.WaitForNotificationWithTimeout(absl::Minutes(1));
+                           return std::vector<WaitingClaims>{};
+                         }});
+  ASSERT_THAT(rival, IsOk());
+  (*rival)->PublishState();
+  ASSERT_TRUE(state_out.WaitForNotificationWithTimeout(absl::Minutes(1)));
+  CaughtUp(*a);
+  (void)a->node->AddManual(Ban("192.0.2.34"));
+  a->node->Tick();
+  const bool stepped_down = !a->node->writer();
+  const std::vector<WaitingClaims> waiting = a->table.Waiting();
+  go.Notify();
+  ASSERT_TRUE(stepped_down);
+  EXPECT_TRUE(a->table.Get(blocked->id())->active());
+  ASSERT_THAT(waiting, SizeIs(1)) << "dropped its claims on a view that could not vouch for it";
+  ASSERT_THAT(waiting[0].claims, SizeIs(1));
+  EXPECT_EQ(waiting[0].claims[0].origin, palisade::v1::ORIGIN_MANUAL);
+  EXPECT_EQ(waiting[0].claims[0].action, palisade::v1::ACTION_CHALLENGE);
+}
+
+// The same, a view that refused one of the new writer's snapshots for its cap: the former
+// writer drops none of its own claims then, nor when that state's end comes after it stepped
+// down (a mirror's end drops the claims no snapshot replaced, and the table never had the
+// refused one). It kept its claim's stale mark and dropped it at the end.
+TEST_F(ClusterNodeTest, AWriterSteppingDownOnAnOverflowedViewKeepsItsClaimsPastTheEnd) {
+  max_active_bytes_ = 8u << 10;
+  std::unique_ptr<TestNode> a = StartNode("a");
+  ASSERT_TRUE(a->node != nullptr && a->node->writer());
+  const std::string ip = "192.0.2.35";
+  absl::StatusOr<palisade::v1::Decision> blocked = a->node->AddManual(Ban(ip));
+  ASSERT_THAT(blocked, IsOk());
+  palisade::v1::AddDecisionRequest challenge = Ban(ip);
+  challenge.set_action(palisade::v1::ACTION_CHALLENGE);
+  *challenge.mutable_duration() = ToProtoDuration(absl::Hours(2));
+  ASSERT_THAT(a->node->AddManual(challenge), IsOk());  // waits behind the block
+  ASSERT_THAT(a->table.Waiting(), SizeIs(1));
+  CaughtUp(*a);
+  // Another writer's state is stored, then a snapshot for the blocked address past a's view's
+  // cap (claims of every kind, the longest reasons); their end only once a has stepped down.
+  // Published as the other writer's log writer would (its messages, one by one).
+  auto rival = NatsClient::Connect({.servers = {server_->url()}, .timeout = absl::Seconds(5)});
+  ASSERT_THAT(rival, IsOk());
+  palisade::v1::ListDecisionsResponse state;
+  for (const palisade::v1::Decision& d : a->table.List({})) *state.add_decisions() = d;
+  ASSERT_THAT((*rival)->Publish(kDecisionStateSubject,
+                                absl::StrCat("S1 rival-state0 1 1\n", state.SerializeAsString()),
+                                "rival-state0:1"),
+              IsOk());
+  WaitingClaims big{ip, blocked->id(), {}};
+  for (auto action : {palisade::v1::ACTION_BLOCK, palisade::v1::ACTION_CHALLENGE,
+                      palisade::v1::ACTION_MANAGED_CHALLENGE}) {
+    for (auto origin : {palisade::v1::ORIGIN_RULE, palisade::v1::ORIGIN_MANUAL}) {
+      for (bool dry_run : {false, true}) {
+        WaitingClaimRow row;
+        row.target = ip;
+        row.decision_id = blocked->id();
+        row.origin = origin;
+        row.action = action;
+        row.actuator = palisade::v1::ACTUATOR_ACCESS_RULE;
+        row.dry_run = dry_run;
+        row.expiry = clock_.TimeNow() + absl::Hours(3);
+        row.rule_id = "probe";
+        row.reason = std::string(1000, 'r');
+        big.claims.push_back(row);
+      }
+    }
+  }
+  ASSERT_GT(DecisionTable::WaitingBytes(big), max_active_bytes_);
+  ASSERT_THAT((*rival)->Publish(kDecisionWaitingSubject, EncodeWaiting(big), "rival-state0:w1"),
+              IsOk());
+  CaughtUp(*a);
+  ASSERT_TRUE(a->node->view().waiting_overflow());
+  (void)a->node->AddManual(Ban("192.0.2.36"));
+  a->node->Tick();
+  ASSERT_FALSE(a->node->writer());
+  ASSERT_THAT(a->table.Waiting(), SizeIs(1)) << "dropped its claims on an overflowed view";
+  // The state's end comes.
+  ASSERT_THAT(
+      (*rival)->Publish(kDecisionWaitingSubject, "W1 end rival-state0\n", "rival-state0:wend"),
+      IsOk());
+  CaughtUp(*a);
+  EXPECT_TRUE(a->table.Get(blocked->id())->active());
+  const std::vector<WaitingClaims> waiting = a->table.Waiting();
+  ASSERT_THAT(waiting, SizeIs(1)) << "the end dropped the claims the overflowed view left stale";
+  ASSERT_THAT(waiting[0].claims, SizeIs(1));
+  EXPECT_EQ(waiting[0].claims[0].origin, palisade::v1::ORIGIN_MANUAL);
+  EXPECT_EQ(waiting[0].claims[0].action, palisade::v1::ACTION_CHALLENGE);
+}
+
 // A node coming to write reads a former writer's last words while its log writer is not
 // started yet: they reach its table, and so its take-over state. It took itself for the writer
 // from before its log writer existed, skipped mirroring them (as its own changes, read back),
@@ -730,6 +909,82 @@ TEST_F(ClusterNodeTest, ARestartedNodeResumesTheLogAfterWhatItsTableHolds) {
   EXPECT_TRUE(b->table.Get(before->id())->active());
   EXPECT_TRUE(b->table.Get(during->id())->active());
   EXPECT_THAT(b->node->view().Get(before->id()), IsOk()) << "the view holds what the table does";
+}
+
+// A node restarted between a full state and the end of the writer's snapshots after it reads
+// the state again: the claims the writer no longer has go at the end. It resumed after the
+// state (its stale marks lost with the restart; the end, naming a state it had not read, was
+// not handed on) and kept them.
+TEST_F(ClusterNodeTest, ANodeRestartedBeforeTheEndOfTheSnapshotsDropsTheClaimsTheWriterDropped) {
+  absl::StatusOr<std::unique_ptr<Store>> store =
+      Store::Open(absl::StrCat(std::getenv("TEST_TMPDIR"), "/b.db"));
+  ASSERT_THAT(store, IsOk());
+  // Another node holds the writer lease, and writes to the log as that node's writer would.
+  absl::StatusOr<std::unique_ptr<NatsClient>> nats =
+      NatsClient::Connect({.servers = {server_->url()}});
+  ASSERT_THAT(nats, IsOk());
+  absl::StatusOr<std::unique_ptr<LeaseTable>> ghost =
+      LeaseTable::Open(**nats, {.node_id = "ghost", .clock = &clock_});
+  ASSERT_THAT(ghost, IsOk());
+  ASSERT_THAT((*ghost)->Claim(Ownership::kWriterLease), IsOk());
+  const std::string ip = "203.0.113.50";
+  palisade::v1::Decision block;
+  block.set_id("ghost-block");
+  block.mutable_target()->set_value(ip);
+  block.set_action(palisade::v1::ACTION_BLOCK);
+  block.set_origin(palisade::v1::ORIGIN_MANUAL);
+  *block.mutable_start() = ToProtoTime(clock_.TimeNow());
+  *block.mutable_expiry() = ToProtoTime(clock_.TimeNow() + absl::Hours(1));
+  block.set_active(true);
+  WaitingClaimRow rule;
+  rule.target = ip;
+  rule.decision_id = block.id();
+  rule.origin = palisade::v1::ORIGIN_RULE;
+  rule.action = palisade::v1::ACTION_CHALLENGE;
+  rule.actuator = palisade::v1::ACTUATOR_ACCESS_RULE;
+  rule.expiry = clock_.TimeNow() + absl::Hours(2);
+  rule.rule_id = "probe";
+  // The first state's snapshots name the rule's claim; the second's name none (the writer
+  // dropped it), and are held until b has read that state and restarted.
+  std::atomic<bool> second{false};
+  absl::Notification second_state_out, go;
+  absl::StatusOr<std::unique_ptr<DecisionLogWriter>> writer = DecisionLogWriter::Start(
+      **nats, {.node_id = "ghost",
+               .state = [&] { return std::vector<palisade::v1::Decision>{block}; },
+               .waiting =
+                   [&] {
+                     std::vector<WaitingClaims> w;
+                     if (!second.load()) {
+                       w.push_back({ip, block.id(), {rule}});
+                       return w;
+                     }
+                     second_state_out.Notify();
+                     go.WaitForNotificationWithTimeout(absl::Minutes(1));
+                     return w;
+                   }});
+  ASSERT_THAT(writer, IsOk());
+  std::unique_ptr<TestNode> b = StartNode("b", nullptr, 16u << 20, nullptr, nullptr, store->get());
+  ASSERT_TRUE(b->node != nullptr);
+  ASSERT_FALSE(b->node->writer());
+  (*writer)->PublishState();
+  ASSERT_TRUE((*writer)->WaitUntilPublished(absl::Minutes(1))) << (*writer)->last_error();
+  CaughtUp(*b);
+  ASSERT_THAT(b->table.Waiting(), SizeIs(1));
+
+  second.store(true);
+  (*writer)->PublishState();
+  ASSERT_TRUE(second_state_out.WaitForNotificationWithTimeout(absl::Minutes(1)));
+  CaughtUp(*b);  // the second state, applied
+  b->node->Stop();
+  b.reset();
+  b = StartNode("b", nullptr, 16u << 20, nullptr, nullptr, store->get());
+  ASSERT_TRUE(b->node != nullptr);
+  ASSERT_THAT(b->table.Waiting(), SizeIs(1)) << "restored";
+  go.Notify();
+  ASSERT_TRUE((*writer)->WaitUntilPublished(absl::Minutes(1))) << (*writer)->last_error();
+  CaughtUp(*b);
+  EXPECT_THAT(b->table.Waiting(), IsEmpty()) << "the claim the writer dropped was kept";
+  EXPECT_TRUE(b->table.Get(block.id())->active());
 }
 
 // A position kept for another decision stream (deleted and made again since: its sequences

@@ -1160,18 +1160,91 @@ void DecisionView::Apply(const ReplicatedChange& change) {
   if (change.kind == ReplicatedChange::Kind::kState) {
     by_id_.clear();
     for (const Decision& d : change.state) by_id_[d.id()] = d;
+    // The writer's snapshots follow, one per target, then their end: the ones held before go
+    // (Waiting never named them past a state: the writer names its claims again).
+    waiting_.clear();
+    waiting_bytes_ = 0;
+    waiting_pending_ = true;
+    waiting_overflow_ = false;
     return;
   }
   if (change.kind == ReplicatedChange::Kind::kSet) {
-    for (const DecisionUpdate& u : change.set) by_id_[u.decision.id()] = u.decision;
+    for (const DecisionUpdate& u : change.set) {
+      by_id_[u.decision.id()] = u.decision;
+      EndWaitingLocked(u.decision);
+    }
     return;
   }
-  if (change.kind == ReplicatedChange::Kind::kWaiting ||
-      change.kind == ReplicatedChange::Kind::kWaitingEnd) {
-    return;  // claims are no decisions
+  if (change.kind == ReplicatedChange::Kind::kWaiting) {
+    const WaitingClaims& w = change.waiting;
+    EraseWaitingLocked(w.target);
+    // Kept only behind an active decision on its target, as a mirror's table keeps them: one
+    // snapshot per active decision at most, whatever is forged on the subject.
+    auto d = by_id_.find(w.decision_id);
+    if (w.claims.empty() || d == by_id_.end() || !d->second.active() ||
+        d->second.target().value() != w.target) {
+      return;
+    }
+    // Claims of one kind merged, as a table merges them (DecisionTable::CoverLocked): the
+    // longest expiry and the highest offence, the last one's rule and reason; an expired one
+    // skipped first, as there (it would name the merged claim's rule and reason).
+    const absl::Time now = clock_.TimeNow();
+    WaitingClaims merged{w.target, w.decision_id, {}};
+    for (const WaitingClaimRow& c : w.claims) {
+      if (c.expiry <= now) continue;
+      auto like = std::find_if(merged.claims.begin(), merged.claims.end(),
+                               [&c](const WaitingClaimRow& m) {
+                                 return m.origin == c.origin && m.action == c.action &&
+                                        m.actuator == c.actuator && m.dry_run == c.dry_run;
+                               });
+      if (like == merged.claims.end()) {
+        merged.claims.push_back(c);
+        continue;
+      }
+      like->expiry = std::max(like->expiry, c.expiry);
+      like->offence = std::max(like->offence, c.offence);
+      like->rule_id = c.rule_id;
+      like->reason = c.reason;
+    }
+    if (merged.claims.empty()) return;
+    // Under the cap: anyone who can publish on the subject can forge a maximal one for every
+    // active decision. One refused leaves its target's claims unknown here: incomplete until
+    // a later state's snapshots end with none refused (a node stepping down drops none of its
+    // own meanwhile).
+    const size_t bytes = DecisionTable::WaitingBytes(merged);
+    if (bytes > max_waiting_bytes_ - std::min(max_waiting_bytes_, waiting_bytes_)) {
+      waiting_overflow_ = true;
+      return;
+    }
+    waiting_bytes_ += bytes;
+    waiting_[w.target] = std::move(merged);
+    return;
+  }
+  if (change.kind == ReplicatedChange::Kind::kWaitingEnd) {
+    waiting_pending_ = false;
+    waiting_known_ = true;
+    return;
   }
   // Every update carries the whole decision as it now is.
   by_id_[change.decision.id()] = change.decision;
+  EndWaitingLocked(change.decision);
+}
+
+void DecisionView::EraseWaitingLocked(const std::string& target) {
+  auto it = waiting_.find(target);
+  if (it == waiting_.end()) return;
+  waiting_bytes_ -= std::min(waiting_bytes_, DecisionTable::WaitingBytes(it->second));
+  waiting_.erase(it);
+}
+
+void DecisionView::EndWaitingLocked(const Decision& d) {
+  // The writer decides what follows it, and names the claims left waiting on the target again
+  // (a snapshot after the change set): these wait behind nothing now.
+  if (d.active()) return;
+  auto it = waiting_.find(d.target().value());
+  if (it != waiting_.end() && it->second.decision_id == d.id()) {
+    EraseWaitingLocked(d.target().value());
+  }
 }
 
 absl::StatusOr<Decision> DecisionView::Get(absl::string_view id) const {
@@ -1194,6 +1267,25 @@ std::vector<Decision> DecisionView::List(bool active_only) const {
            std::make_tuple(b.start().seconds(), b.start().nanos(), b.id());
   });
   return out;
+}
+
+std::vector<WaitingClaims> DecisionView::Waiting(bool* complete) const {
+  absl::MutexLock lock(&mu_);
+  *complete = waiting_known_ && !waiting_pending_ && !waiting_overflow_;
+  std::vector<WaitingClaims> out;
+  out.reserve(waiting_.size());
+  for (const auto& [target, w] : waiting_) out.push_back(w);
+  return out;
+}
+
+size_t DecisionView::waiting_bytes() const {
+  absl::MutexLock lock(&mu_);
+  return waiting_bytes_;
+}
+
+bool DecisionView::waiting_overflow() const {
+  absl::MutexLock lock(&mu_);
+  return waiting_overflow_;
 }
 
 size_t DecisionView::active_count() const {

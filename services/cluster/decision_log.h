@@ -89,7 +89,13 @@
 // DecisionView: a ready-made callback target, the read-only view by id. It keeps ended decisions
 // too (Get of yesterday's ban), until the next full state replaces it with the writer's table,
 // which forgets by its own limits: so the view holds at most the table plus `state_every`
-// updates' decisions.
+// updates' decisions. It keeps the writer's waiting-claims snapshots too, which a node stepping
+// down takes into its table (DecisionView::Waiting): one per target, only behind the target's
+// active decision in the view and dropped when that decision ends, its claims merged by kind
+// (as a table merges them), all of them under a cap in bytes (`max_waiting_bytes`: anyone who
+// can publish on the subject can forge one maximal snapshot per active decision, ~220 KB
+// each). A snapshot past the cap is refused, and the view says its snapshots are incomplete
+// until a later state's end without one refused.
 //
 // Thread-safe: DecisionLogWriter's and DecisionView's methods may be called from any thread. A
 // DecisionReplica calls its callback from its own thread, one call at a time.
@@ -426,6 +432,13 @@ class DecisionReplica {
 // A read-only copy of the writer's decisions, by id, fed by a DecisionReplica.
 class DecisionView {
  public:
+  // `max_waiting_bytes`: the cap on the waiting-claims snapshots held (DecisionTable::
+  // WaitingBytes each). A node's is its table's max_active_bytes, which charges the same claims
+  // (the writer's own are charged to its budget, under which it refuses new decisions).
+  // `clock`: a snapshot's claims expired by it are dropped before they are merged.
+  explicit DecisionView(size_t max_waiting_bytes = DecisionTableLimits().max_active_bytes,
+                        Clock& clock = RealClock::Get())
+      : max_waiting_bytes_(max_waiting_bytes), clock_(clock) {}
   void Apply(const ReplicatedChange& change);
   std::function<void(const ReplicatedChange&)> Callback() {
     return [this](const ReplicatedChange& c) { Apply(c); };
@@ -434,10 +447,38 @@ class DecisionView {
   // All decisions, or only the active ones, ordered by start then id (as DecisionTable::List).
   std::vector<palisade::v1::Decision> List(bool active_only = false) const;
   size_t active_count() const;
+  // The writer's waiting-claims snapshots (kWaiting) named since its last full state, behind
+  // the active decisions of the view: for a table that stops writing to take the new writer's
+  // claims (DecisionTable::MirrorWaiting), which its replica read while skipping them.
+  // `*complete`: the snapshots of the last state read here ended (kWaitingEnd) and none since
+  // that state was refused for the cap, so these are all the writer's; else (a state's
+  // snapshots still coming, none read since this view began, or one refused) other targets may
+  // hold claims the writer has, and the caller must drop none it holds itself.
+  std::vector<WaitingClaims> Waiting(bool* complete) const;
+  // The bytes of the snapshots held (at most max_waiting_bytes).
+  size_t waiting_bytes() const;
+  // Whether a snapshot was refused for the cap since the last state: its target's claims are
+  // unknown here until a later state's (the end of this state's names no claim for it).
+  bool waiting_overflow() const;
 
  private:
+  // Drops `target`'s snapshot (waiting_, waiting_bytes_).
+  void EraseWaitingLocked(const std::string& target) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops the snapshot behind `d` if `d` is no longer active.
+  void EndWaitingLocked(const palisade::v1::Decision& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const size_t max_waiting_bytes_;
+  Clock& clock_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, palisade::v1::Decision> by_id_ ABSL_GUARDED_BY(mu_);
+  // Target -> its snapshot named since the last state, and their bytes; whether that state's
+  // snapshots are still coming; whether any state's have ended; whether one was refused for
+  // the cap since the last state.
+  absl::flat_hash_map<std::string, WaitingClaims> waiting_ ABSL_GUARDED_BY(mu_);
+  size_t waiting_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  bool waiting_pending_ ABSL_GUARDED_BY(mu_) = false;
+  bool waiting_known_ ABSL_GUARDED_BY(mu_) = false;
+  bool waiting_overflow_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace palisade::cluster

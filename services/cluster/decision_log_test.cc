@@ -22,6 +22,8 @@ namespace {
 
 using palisade::v1::Decision;
 using ::testing::ElementsAreArray;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
 
 // "created <id> 0": what a change is, for comparing sequences of changes.
 std::string Describe(DecisionChange change, const Decision& d) {
@@ -1403,6 +1405,225 @@ TEST(WaitingClaimsMessage, RefusesClaimsNoWriterMakes) {
   for (int i = 0; i < 50'000; ++i) many.claims.push_back(row);
   EXPECT_FALSE(DecodeWaiting(EncodeWaiting(many), &back));
 }
+
+// The view keeps the writer's waiting-claims snapshots as a mirror's table would (for a node
+// stepping down, whose replica read them while it wrote): a state marks those held stale, a
+// snapshot replaces its target's, and the end drops the ones not named again. Complete only
+// once a state's snapshots ended.
+TEST(DecisionViewWaiting, FollowsTheWritersSnapshotsFromStateToEnd) {
+  const auto decision = [](const std::string& id, const std::string& target) {
+    Decision d;
+    d.set_id(id);
+    d.mutable_target()->set_value(target);
+    d.set_active(true);
+    return d;
+  };
+  const auto snapshot = [](const std::string& target, const std::string& id) {
+    WaitingClaims w{target, id, {}};
+    w.claims.push_back({target, id, palisade::v1::ORIGIN_RULE, palisade::v1::ACTION_CHALLENGE,
+                        palisade::v1::ACTUATOR_ACCESS_RULE, false,
+                        absl::FromUnixSeconds(4'000'000'000), "probe", "", 0});
+    return w;
+  };
+  const auto targets = [](const std::vector<WaitingClaims>& ws) {
+    std::set<std::string> out;
+    for (const WaitingClaims& w : ws) out.insert(w.target);
+    return out;
+  };
+  DecisionView view;
+  ReplicatedChange state;
+  state.kind = ReplicatedChange::Kind::kState;
+  state.state = {decision("a", "192.0.2.1"), decision("b", "192.0.2.2")};
+  ReplicatedChange waiting;
+  waiting.kind = ReplicatedChange::Kind::kWaiting;
+  ReplicatedChange end;
+  end.kind = ReplicatedChange::Kind::kWaitingEnd;
+  bool complete = true;
+  EXPECT_TRUE(view.Waiting(&complete).empty());
+  EXPECT_FALSE(complete) << "no state's snapshots read yet";
+
+  view.Apply(state);
+  waiting.waiting = snapshot("192.0.2.1", "a");
+  view.Apply(waiting);
+  waiting.waiting = snapshot("192.0.2.2", "b");
+  view.Apply(waiting);
+  waiting.waiting = snapshot("192.0.2.9", "a");  // not its target's decision: not kept
+  view.Apply(waiting);
+  EXPECT_EQ(targets(view.Waiting(&complete)), (std::set<std::string>{"192.0.2.1", "192.0.2.2"}));
+  EXPECT_FALSE(complete) << "the state's snapshots have not ended";
+  view.Apply(end);
+  view.Waiting(&complete);
+  EXPECT_TRUE(complete);
+
+  // The next state names 192.0.2.2 only: 192.0.2.1's is stale from the state, gone at the end.
+  view.Apply(state);
+  waiting.waiting = snapshot("192.0.2.2", "b");
+  view.Apply(waiting);
+  EXPECT_EQ(targets(view.Waiting(&complete)), (std::set<std::string>{"192.0.2.2"}));
+  EXPECT_FALSE(complete);
+  view.Apply(end);
+  EXPECT_EQ(targets(view.Waiting(&complete)), (std::set<std::string>{"192.0.2.2"}));
+  EXPECT_TRUE(complete);
+  // An empty snapshot: none wait there any more.
+  waiting.waiting = WaitingClaims{"192.0.2.2", "", {}};
+  view.Apply(waiting);
+  EXPECT_TRUE(view.Waiting(&complete).empty());
+}
+
+namespace view_waiting {
+
+Decision ActiveDecision(const std::string& id, const std::string& target) {
+  Decision d;
+  d.set_id(id);
+  d.mutable_target()->set_value(target);
+  d.set_active(true);
+  return d;
+}
+
+// One claim behind `id` on `target`, with a reason of `reason_bytes`.
+WaitingClaims Snapshot(const std::string& target, const std::string& id, size_t reason_bytes = 0,
+                       palisade::v1::Action action = palisade::v1::ACTION_CHALLENGE) {
+  WaitingClaims w{target, id, {}};
+  w.claims.push_back({target, id, palisade::v1::ORIGIN_RULE, action,
+                      palisade::v1::ACTUATOR_ACCESS_RULE, false,
+                      absl::FromUnixSeconds(4'000'000'000), "probe",
+                      std::string(reason_bytes, 'r'), 0});
+  return w;
+}
+
+ReplicatedChange StateOf(std::vector<Decision> decisions) {
+  ReplicatedChange c;
+  c.kind = ReplicatedChange::Kind::kState;
+  c.state = std::move(decisions);
+  return c;
+}
+
+ReplicatedChange WaitingOf(WaitingClaims w) {
+  ReplicatedChange c;
+  c.kind = ReplicatedChange::Kind::kWaiting;
+  c.waiting = std::move(w);
+  return c;
+}
+
+ReplicatedChange End() {
+  ReplicatedChange c;
+  c.kind = ReplicatedChange::Kind::kWaitingEnd;
+  return c;
+}
+
+// Anyone who can publish on the waiting subject can send a maximal snapshot (~220 KB) for every
+// active decision: the view holds them under its cap in bytes, and a snapshot refused for it
+// makes the view incomplete (a node stepping down then drops none of its own claims), until a
+// later state's snapshots end with none refused.
+TEST(DecisionViewWaiting, HoldsSnapshotsUnderItsCap) {
+  const size_t one = DecisionTable::WaitingBytes(Snapshot("192.0.2.0", "d0", 1024));
+  const size_t cap = 3 * one + one / 2;
+  DecisionView view(cap);
+  std::vector<Decision> decisions;
+  for (int i = 0; i < 10; ++i) {
+    decisions.push_back(ActiveDecision(absl::StrCat("d", i), absl::StrCat("192.0.2.", i)));
+  }
+  view.Apply(StateOf(decisions));
+  for (int i = 0; i < 10; ++i) {
+    view.Apply(WaitingOf(Snapshot(absl::StrCat("192.0.2.", i), absl::StrCat("d", i), 1024)));
+  }
+  view.Apply(End());
+  bool complete = true;
+  EXPECT_THAT(view.Waiting(&complete), SizeIs(3));
+  EXPECT_LE(view.waiting_bytes(), cap) << "the view held snapshots past its cap";
+  EXPECT_FALSE(complete) << "snapshots were refused, yet the view said it held all of them";
+
+  // The next state's snapshots fit: complete again, the ones not named gone.
+  view.Apply(StateOf(decisions));
+  view.Apply(WaitingOf(Snapshot("192.0.2.5", "d5", 1024)));
+  view.Apply(End());
+  std::vector<WaitingClaims> held = view.Waiting(&complete);
+  ASSERT_THAT(held, SizeIs(1));
+  EXPECT_EQ(held[0].target, "192.0.2.5");
+  EXPECT_TRUE(complete);
+  EXPECT_EQ(view.waiting_bytes(), one);
+}
+
+// A snapshot goes when the decision it waits behind ends in the view (an update or a set): it
+// outlived its decision until the next state's end.
+TEST(DecisionViewWaiting, DropsASnapshotWhenItsDecisionEnds) {
+  DecisionView view;
+  const Decision a = ActiveDecision("a", "192.0.2.1");
+  const Decision b = ActiveDecision("b", "192.0.2.2");
+  view.Apply(StateOf({a, b}));
+  view.Apply(WaitingOf(Snapshot("192.0.2.1", "a")));
+  view.Apply(WaitingOf(Snapshot("192.0.2.2", "b")));
+  view.Apply(End());
+  bool complete = false;
+  ASSERT_THAT(view.Waiting(&complete), SizeIs(2));
+
+  ReplicatedChange expired;
+  expired.kind = ReplicatedChange::Kind::kUpdate;
+  expired.change = DecisionChange::kExpired;
+  expired.decision = a;
+  expired.decision.set_active(false);
+  view.Apply(expired);
+  std::vector<WaitingClaims> held = view.Waiting(&complete);
+  ASSERT_THAT(held, SizeIs(1)) << "the snapshot outlived its decision";
+  EXPECT_EQ(held[0].target, "192.0.2.2");
+  EXPECT_TRUE(complete);
+
+  ReplicatedChange set;
+  set.kind = ReplicatedChange::Kind::kSet;
+  set.set.push_back({DecisionChange::kWithdrawn, b});
+  set.set.back().decision.set_active(false);
+  view.Apply(set);
+  EXPECT_THAT(view.Waiting(&complete), IsEmpty());
+  EXPECT_EQ(view.waiting_bytes(), 0u);
+}
+
+// A snapshot's claims of one kind (origin, action, actuator, dry run) are one claim, as a
+// table merges them: a forged snapshot of many like claims holds one.
+TEST(DecisionViewWaiting, MergesClaimsOfOneKind) {
+  DecisionView view;
+  view.Apply(StateOf({ActiveDecision("a", "192.0.2.1")}));
+  WaitingClaims w = Snapshot("192.0.2.1", "a");
+  for (int i = 1; i < 50; ++i) {
+    w.claims.push_back(w.claims[0]);
+    w.claims.back().expiry += absl::Seconds(i);
+  }
+  w.claims.push_back(Snapshot("192.0.2.1", "a", 0, palisade::v1::ACTION_RATE_LIMIT).claims[0]);
+  view.Apply(WaitingOf(w));
+  bool complete = false;
+  std::vector<WaitingClaims> held = view.Waiting(&complete);
+  ASSERT_THAT(held, SizeIs(1));
+  ASSERT_THAT(held[0].claims, SizeIs(2)) << "claims of one kind were held apart";
+  EXPECT_EQ(held[0].claims[0].expiry, absl::FromUnixSeconds(4'000'000'000 + 49));
+  EXPECT_EQ(held[0].claims[1].action, palisade::v1::ACTION_RATE_LIMIT);
+}
+
+// A snapshot's expired claims are skipped before they are merged, as a table skips them
+// (DecisionTable::CoverLocked): an expired one last in the snapshot named the merged claim's
+// rule and reason.
+TEST(DecisionViewWaiting, SkipsExpiredClaimsBeforeMerging) {
+  SimulatedClock clock(absl::FromUnixSeconds(3'000'000'000));
+  DecisionView view(DecisionTableLimits().max_active_bytes, clock);
+  view.Apply(StateOf({ActiveDecision("a", "192.0.2.1"), ActiveDecision("b", "192.0.2.2")}));
+  WaitingClaims w = Snapshot("192.0.2.1", "a");  // live
+  w.claims[0].rule_id = "live";
+  w.claims.push_back(w.claims[0]);
+  w.claims.back().expiry = clock.TimeNow();  // expired: of one kind with the live one
+  w.claims.back().rule_id = "expired";
+  w.claims.back().reason = "old";
+  view.Apply(WaitingOf(w));
+  WaitingClaims gone = Snapshot("192.0.2.2", "b");
+  gone.claims[0].expiry = clock.TimeNow() - absl::Seconds(1);
+  view.Apply(WaitingOf(gone));
+  bool complete = false;
+  std::vector<WaitingClaims> held = view.Waiting(&complete);
+  ASSERT_THAT(held, SizeIs(1)) << "a snapshot of expired claims only was held";
+  ASSERT_THAT(held[0].claims, SizeIs(1));
+  EXPECT_EQ(held[0].claims[0].rule_id, "live") << "an expired claim named the merged one";
+  EXPECT_EQ(held[0].claims[0].reason, "");
+  EXPECT_EQ(held[0].claims[0].expiry, absl::FromUnixSeconds(4'000'000'000));
+}
+
+}  // namespace view_waiting
 
 }  // namespace
 }  // namespace palisade::cluster

@@ -26,7 +26,10 @@ uint32_t PartitionOf(absl::string_view key, uint32_t partitions) {
 
 std::string PartitionKeyOf(absl::string_view key) {
   const std::optional<IpAddress> ip = IpAddress::Parse(key);
-  if (!ip || ip->is_v4() || EmbeddedIpv4(*ip).has_value()) return std::string(key);
+  if (!ip || ip->is_v4()) return std::string(key);
+  // A 6to4 address's /48 (2002:WWXX:YYZZ::/48) is one IPv4 host's: routed whole, as the
+  // engine counts it (Engine's range window). NAT64 and Teredo /48s hold other hosts.
+  if (!Is6to4(*ip) && EmbeddedIpv4(*ip).has_value()) return std::string(key);
   return Cidr::Covering(*ip, 48).ToString();
 }
 

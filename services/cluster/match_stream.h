@@ -60,11 +60,12 @@ uint32_t PartitionOf(absl::string_view key, uint32_t partitions);
 
 // What a match is routed by (MatchRouter::Route; PartitionCounter refuses a match whose
 // PartitionOf(PartitionKeyOf(key)) is not its partition): for an IPv6 address that embeds no
-// IPv4 one (EmbeddedIpv4: a NAT64, 6to4 or Teredo address is its IPv4 host's, routed alone),
-// the text of its /48 ("2001:db8:1::/48"); for anything else (IPv4, a user name, a token's
-// fingerprint) the key itself. Why: one client holds a whole /64 and may take a new address
-// of it for each try; its owner's engine detects that only when every address of the range
-// reaches the same engine (the range window, EngineOptions::ipv6_window_prefix). A /48 rather
+// IPv4 one, or a 6to4 one (2002::/16: its /48 is one IPv4 host's), the text of its /48
+// ("2001:db8:1::/48"); for anything else (IPv4, a NAT64 or Teredo address: its IPv4 host's,
+// routed alone; a user name, a token's fingerprint) the key itself. Why: one client holds a
+// whole /64 and may take a new address of it for each try; its owner's engine detects that
+// only when every address of the range reaches the same engine (the range window,
+// EngineOptions::ipv6_window_prefix). A /48 rather
 // than the fold prefix: the fold is 48 or 64 by config and every /64 lies in its /48, so the
 // routing holds whichever the nodes use and does not depend on config. The cost: all of one
 // /48's matches land on one partition, so a flood from one /48 loads one owner, as one IPv4

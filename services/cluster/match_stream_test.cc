@@ -352,10 +352,15 @@ TEST(PartitionKeyOfTest, AnIpv6AddressGoesByItsSlash48) {
             PartitionOf(PartitionKeyOf("2001:db8:1:3::2"), kPartitions));
   // Another /48: another key.
   EXPECT_NE(PartitionKeyOf("2001:db8:1:2::1"), PartitionKeyOf("2001:db8:2:2::1"));
-  // An address embedding IPv4 is that IPv4 host's (NAT64, 6to4, Teredo): itself.
+  // A NAT64 or Teredo address is its IPv4 host's, and its /48 holds other hosts: itself.
   EXPECT_EQ(PartitionKeyOf("64:ff9b::198.51.100.7"), "64:ff9b::198.51.100.7");
   EXPECT_EQ(PartitionKeyOf("64:ff9b::c633:6407"), "64:ff9b::c633:6407");
-  EXPECT_EQ(PartitionKeyOf("2002:c633:6407::1"), "2002:c633:6407::1");
+  EXPECT_EQ(PartitionKeyOf("2001:0:4136:e378:8000:63bf:3fff:fdd2"),
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2");
+  // A 6to4 address: its /48 is one IPv4 host's whole range, which the owner's engine counts in
+  // one window (Engine's range window), so every address of it goes to one owner.
+  EXPECT_EQ(PartitionKeyOf("2002:c633:6407::1"), "2002:c633:6407::/48");
+  EXPECT_EQ(PartitionKeyOf("2002:c633:6407:1::9"), PartitionKeyOf("2002:c633:6407:ffff::2"));
   // Not an address (a user name, a token's fingerprint): itself.
   EXPECT_EQ(PartitionKeyOf("alice"), "alice");
   EXPECT_EQ(PartitionKeyOf(""), "");

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "services/common/fingerprint.h"
 
 namespace palisade::cluster {
 
@@ -49,9 +50,12 @@ absl::StatusOr<std::unique_ptr<NatsClient>> NatsClient::Connect(const NatsOption
   std::vector<std::string> shown;
   for (const std::string& u : options.servers) shown.push_back(RedactedServerUrl(u));
   std::string where = absl::StrCat("nats: connecting to ", absl::StrJoin(shown, ","));
-  // libnats reads the credentials file when it connects: name it (never its content).
+  // libnats reads the credentials file when it connects: name it (never its content), a token
+  // typed where its path goes only by its fingerprint.
   if (!options.credentials_file.empty()) {
-    absl::StrAppend(&where, " with credentials_file \"", options.credentials_file, "\"");
+    std::string shown;
+    if (!RedactTokenShapes(options.credentials_file, &shown)) shown = options.credentials_file;
+    absl::StrAppend(&where, " with credentials_file \"", shown, "\"");
   }
   natsOptions* opts = nullptr;
   natsStatus s = natsOptions_Create(&opts);

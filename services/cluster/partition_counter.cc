@@ -222,7 +222,13 @@ absl::Status PartitionCounter::Open(uint32_t p) {
         unreadable(absl::StrCat("windows snapshot ", head.generation(), " chunk ", i));
         break;
       }
-      part->engine->Restore(chunk.windows());
+      // Windows of a head written before they said what they counted (a rolling upgrade) are
+      // trusted when the head's rules are this node's: its version fingerprints the rules,
+      // key kind and capture included. Under other rules they are dropped (Engine::Restore).
+      part->engine->Restore(chunk.windows(), absl::InfinitePast(),
+                            head.rule_set_version() == options_.rule_set_version
+                                ? Engine::UnmarkedWindows::kTrust
+                                : Engine::UnmarkedWindows::kSkip);
     }
   }
   if (!restored) {

@@ -542,6 +542,48 @@ TEST_F(PartitionCounterTest, AnUnreadableSnapshotMeansReadingFromTheStart) {
   EXPECT_EQ(writer.all[0].detection.key, ip);
 }
 
+// A rolling upgrade: a head written before windows said what they counted (key kind and
+// capture unset) is restored whole when its rule set version is this node's (the version
+// fingerprints the rules, key kind and capture included), and dropped under other rules.
+TEST_F(PartitionCounterTest, APreUpgradeSnapshotIsRestoredOnlyUnderTheSameRuleSetVersion) {
+  const std::string ip = "203.0.113.150";
+  const uint32_t p = PartitionOf(ip, kPartitions);
+  for (const bool same : {true, false}) {
+    SCOPED_TRACE(same);
+    Writer writer;
+    auto owner = Counter(absl::StrCat("owner-", same), writer);  // creates the bucket
+    palisade::v1::PartitionSnapshotChunk chunk;
+    auto* w = chunk.mutable_windows()->add_windows();
+    w->set_rule_id("ssh-fail");
+    w->set_key(ip);
+    for (int i = 0; i < 4; ++i) w->add_times_ms(1'772'539'200'000 + i * 1000);
+    palisade::v1::PartitionSnapshotHead head;
+    head.set_partition(p);
+    head.set_generation(absl::StrCat("old-", same));
+    head.set_chunks(1);
+    head.set_windows(1);
+    head.set_rule_set_version(same ? version_ : "sha256:0123456789abcdef");
+    kvStore* kv = nullptr;
+    ASSERT_EQ(js_KeyValue(&kv, client_->jetstream(), "palisade_windows"), NATS_OK);
+    uint64_t rev = 0;
+    const std::string chunk_bytes = chunk.SerializeAsString();
+    ASSERT_EQ(kvStore_Put(&rev, kv, absl::StrCat("p", p, ".g", head.generation(), ".0").c_str(),
+                          chunk_bytes.data(), static_cast<int>(chunk_bytes.size())),
+              NATS_OK);
+    const std::string head_bytes = head.SerializeAsString();
+    ASSERT_EQ(kvStore_Put(&rev, kv, absl::StrCat("p", p, ".head").c_str(), head_bytes.data(),
+                          static_cast<int>(head_bytes.size())),
+              NATS_OK);
+    kvStore_Destroy(kv);
+    ASSERT_TRUE(owner->Apply(All()).ok());
+    size_t windows = 99;
+    for (const auto& st : owner->partitions()) {
+      if (st.partition == p) windows = st.windows;
+    }
+    EXPECT_EQ(windows, same ? 1u : 0u);
+  }
+}
+
 // Windows age in the event time of the partition's latest match, and a quiet partition's
 // windows a day behind the clock at the latest.
 TEST_F(PartitionCounterTest, WindowsAgeInEventTimeAndAtLatestADayBehind) {

@@ -369,7 +369,8 @@ class Bounded final : public Base {
     // The peer's share of the workers first: over it, the connection is closed unread. An
     // IPv6 peer counts by its /64 (PeerLimitKey): one client holds all of it.
     std::string peer;
-    if (options_.max_connections_per_address > 0) {
+    bool counted = options_.max_connections_per_address > 0;
+    if (counted) {
       sockaddr_storage addr{};
       socklen_t len = sizeof(addr);
       int port = 0;
@@ -377,6 +378,9 @@ class Bounded final : public Base {
         PeerName(addr, peer, port);
       }
       if (options_.peer_address_for_tests) peer = options_.peer_address_for_tests(peer);
+      counted = !options_.exempt_from_address_limit || !options_.exempt_from_address_limit(peer);
+    }
+    if (counted) {
       peer = PeerLimitKey(peer);
       std::lock_guard<std::mutex> lock(peers_mu_);
       size_t& open = peers_[peer];
@@ -388,7 +392,7 @@ class Bounded final : public Base {
       ++open;
     }
     const bool ret = Serve(sock);
-    if (options_.max_connections_per_address > 0) {
+    if (counted) {
       std::lock_guard<std::mutex> lock(peers_mu_);
       const auto it = peers_.find(peer);
       if (it != peers_.end() && --it->second == 0) peers_.erase(it);

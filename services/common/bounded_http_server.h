@@ -25,8 +25,9 @@
 // the listen loop and stop's callers return even with such clients connected; a request cut
 // short by the stop is closed without an answer.
 //
-// Used by the bouncer API, palisaded's /metrics over HTTPS and the Logpush receiver (the one
-// that sets max_connections_per_address).
+// Used by the bouncer API, palisaded's /metrics over HTTPS and the Logpush receiver (the bouncer
+// API, unless its max_connections_per_address is 0, and the Logpush receiver set
+// max_connections_per_address).
 // Thread-safety: as httplib::Server's. The options' callbacks are called from the server's
 // worker threads, concurrently. RequestCutShort() is for handlers, from the thread that runs them.
 #ifndef PALISADE_SERVICES_COMMON_BOUNDED_HTTP_SERVER_H_
@@ -60,6 +61,9 @@ struct BoundedHttpOptions {
   // the server's worker count, other addresses always find a worker.
   size_t max_connections_per_address = 0;
   std::function<void()> on_address_refused;
+  // Peers (the address text accept gave) max_connections_per_address does not apply to, e.g.
+  // loopback ones where every local user may connect from any 127.x.y.z. Null: none.
+  std::function<bool(const std::string&)> exempt_from_address_limit;
   // For tests: the peer address (text) a connection counts as, given the one accept gave (a
   // test on lo cannot connect from two addresses of one IPv6 /64). Null: that one.
   std::function<std::string(const std::string&)> peer_address_for_tests;

@@ -33,6 +33,9 @@ class PerAddressCapTest : public ::testing::Test {
       absl::MutexLock lock(&mu_);
       return peer_;
     };
+    options.exempt_from_address_limit = [](const std::string& peer) {
+      return peer == "192.0.2.99";
+    };
     server_ = MakeBoundedHttpServer(std::move(options));
     server_->set_keep_alive_timeout(3600);
     server_->Get("/", [](const httplib::Request&, httplib::Response& res) {
@@ -126,6 +129,20 @@ TEST_F(PerAddressCapTest, Ipv4CountsPerAddressMappedOrNot) {
   ::close(a);
   ::close(b);
   ::close(mapped);
+}
+
+// An exempt peer (the bouncer API's loopback ones) is not counted: its connections are all served.
+TEST_F(PerAddressCapTest, AnExemptPeerIsNotCapped) {
+  int a, b, c;
+  ASSERT_TRUE(ServedAs("192.0.2.99", &a));
+  EXPECT_TRUE(ServedAs("192.0.2.99", &b));
+  EXPECT_EQ(refused_.load(), 0);
+  // The others still are.
+  ASSERT_TRUE(ServedAs("192.0.2.1", &c));
+  int d;
+  EXPECT_FALSE(ServedAs("192.0.2.1", &d));
+  EXPECT_EQ(refused_.load(), 1);
+  for (int fd : {a, b, c, d}) ::close(fd);
 }
 
 // A request past its budget is answered 431 while the client is still sending it; what it

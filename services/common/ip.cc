@@ -296,6 +296,10 @@ std::optional<IpAddress> EmbeddedIpv4(const IpAddress& ip) {
   return ranges.front().base();
 }
 
+bool Is6to4(const IpAddress& ip) {
+  return !ip.is_v4() && ip.bytes()[0] == 0x20 && ip.bytes()[1] == 0x02;
+}
+
 bool TouchesNeverBan(const Cidr& range, const CidrSet& protected_set) {
   auto touches = [&](const Cidr& c) {
     return NonPublicRanges().ContainsAnyIn(c) || protected_set.ContainsAnyIn(c);

@@ -109,6 +109,11 @@ const CidrSet& NonPublicRanges();
 // so "::a00:1" must be judged as 10.0.0.1, not as some public IPv6 host.
 std::optional<IpAddress> EmbeddedIpv4(const IpAddress& ip);
 
+// Whether `ip` is a 6to4 address (2002::/16, RFC 3056): unlike the other forms above, the IPv4
+// host holds the whole /48 (2002:WWXX:YYZZ::/48) and may take any subnet and interface id of
+// it, so its /48 is one host's (and a range the edge can block). False for IPv4.
+bool Is6to4(const IpAddress& ip);
+
 // The IPv4 ranges an IPv6 range covers through those forms: "2002:a00::/24" → 10.0.0.0/8,
 // "64:ff9b::/64" → 0.0.0.0/0 (it holds the whole embedded space), a /128 → the /32 it embeds.
 // Empty for IPv4 ranges and ranges that touch no embedding form.

@@ -277,6 +277,19 @@ TEST(EmbeddedIpv4Test, EveryDocumentedFormYieldsItsIpv4) {
   EXPECT_EQ(v4->ToString(), "10.0.0.1");
 }
 
+// 2002::/16 only: the one embedding form whose /48 is the IPv4 host's own.
+TEST(EmbeddedIpv4Test, Is6to4IsTrueFor2002Slash16Only) {
+  const auto is = [](absl::string_view text) { return Is6to4(*IpAddress::Parse(text)); };
+  EXPECT_TRUE(is("2002:808:808::1"));
+  EXPECT_TRUE(is("2002:a00:1:ffff::9"));  // a non-public IPv4's: still 6to4 (never-ban decides)
+  EXPECT_TRUE(is("2002::"));
+  EXPECT_FALSE(is("2003:808:808::1"));
+  EXPECT_FALSE(is("2001:0:4136:e378:8000:63bf:f5ff:fffe"));  // Teredo
+  EXPECT_FALSE(is("64:ff9b::a00:1"));                        // NAT64
+  EXPECT_FALSE(is("::ffff:32.2.8.8"));  // IPv4 (mapped, folded by Parse): bytes 20 02 ...
+  EXPECT_FALSE(is("32.2.8.8"));
+}
+
 std::vector<std::string> EmbeddedRanges(absl::string_view text) {
   std::vector<std::string> out;
   for (const Cidr& c : EmbeddedIpv4Ranges(*Cidr::Parse(text))) out.push_back(c.ToString());

@@ -274,14 +274,22 @@ absl::Status DecisionTable::Restore() {
   }
   // The rule and manual claims that waited behind them, still due (a claim behind a decision
   // past its expiry takes over at the first sweep, as it would have). Only behind the very
-  // decision they waited behind: a row naming another is stale (a mirror keeps no claims of
-  // the writer's and may hold rows from when it wrote; a claim waits only behind one decision).
+  // decision they waited behind: a row naming another is stale (a claim waits only behind one
+  // decision). A row behind a decision no longer active is a mirror's (the writer's claims
+  // behind a decision its own sweep ended first, MirrorWaiting): restored only behind one the
+  // store holds ended (RestoreMirrorEndedLocked).
   absl::StatusOr<std::vector<WaitingClaimRow>> waiting =
       store_->LoadWaitingClaims(clock_.TimeNow());
   if (!waiting.ok()) return waiting.status();
   for (WaitingClaimRow& w : *waiting) {
     auto a = active_.find(w.target);
-    if (a == active_.end() || a->second.id != w.decision_id) continue;
+    if (a == active_.end()) {
+      absl::StatusOr<bool> kept = RestoreMirrorEndedLocked(w.target, w.decision_id);
+      if (!kept.ok()) return kept.status();
+      if (!*kept) continue;
+    } else if (a->second.id != w.decision_id) {
+      continue;
+    }
     CoverLocked(w.target,
                 Claim{static_cast<palisade::v1::Origin>(w.origin),
                       static_cast<palisade::v1::Action>(w.action),
@@ -323,6 +331,28 @@ absl::Status DecisionTable::Restore() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<bool> DecisionTable::RestoreMirrorEndedLocked(const std::string& target,
+                                                             const std::string& decision_id) {
+  if (auto e = mirror_ended_.find(target); e != mirror_ended_.end()) {
+    return e->second == decision_id;
+  }
+  // Rows behind an ended decision are a mirror's, kept for a take-over (PrepareWriteLocked):
+  // only behind one the store holds ended (a writer never leaves claims behind an ended one).
+  // A decision the store cannot read (busy, failing, corrupt) fails the restore, as any other
+  // row would: taken for "not ended", the claims were dropped, and the target's next write
+  // deleted their rows.
+  absl::StatusOr<Decision> ended = store_->LoadDecision(decision_id);
+  if (absl::IsNotFound(ended.status())) return false;
+  if (!ended.ok()) return ended.status();
+  if (ended->active() || ended->target().value() != target) return false;
+  if (!by_id_.contains(decision_id)) {
+    EndedLocked(*ended);
+    by_id_[decision_id] = *std::move(ended);
+  }
+  mirror_ended_[target] = decision_id;
+  return true;
+}
+
 namespace {
 // A turn taken in ticket order: the holder of `ticket` goes when `*done` reaches it.
 struct Turn {
@@ -344,10 +374,14 @@ void DecisionTable::PrepareWriteLocked(std::vector<DecisionUpdate>& change_set, 
       w = &commit->waiting.emplace_back();
       w->target = target;
     }
-    // Behind the decision active now; none active: none wait, and the rows go.
+    // Behind the decision active now; none active: none wait, and the rows go. But a mirror's
+    // claims behind a decision its own sweep ended first (mirror_ended_) are kept for a
+    // take-over to decide: written behind that decision (Restore brings them back), not as
+    // claims behind none, which deleted their rows and lost them at a restart.
     auto a = active_.find(target);
-    if (a == active_.end()) continue;
-    if (w != nullptr) w->decision_id = a->second.id;
+    auto e = a == active_.end() ? mirror_ended_.find(target) : mirror_ended_.end();
+    if (a == active_.end() && e == mirror_ended_.end()) continue;
+    if (w != nullptr) w->decision_id = a != active_.end() ? a->second.id : e->second;
     if (auto it = covered_.find(target); it != covered_.end()) {
       for (Claim& c : it->second) {
         if (c.origin == palisade::v1::ORIGIN_FEED) continue;
@@ -643,10 +677,16 @@ void DecisionTable::SetNeverFold(CidrSet never_ban) {
   never_fold_ = std::move(never_ban);
 }
 
+int DecisionTable::FoldPrefixLocked(const IpAddress& ip) const {
+  // A 6to4 address's /48 is its IPv4 host's, whatever the prefix (never wider: the next /48
+  // is another host).
+  return Is6to4(ip) ? 48 : limits_.ipv6_fold_prefix;
+}
+
 uint64_t DecisionTable::FoldKeyLocked(const IpAddress& ip) const {
   uint64_t high = 0;
   for (int i = 0; i < 8; ++i) high = (high << 8) | ip.bytes()[i];
-  const int prefix = std::clamp(limits_.ipv6_fold_prefix, 1, 64);
+  const int prefix = std::clamp(FoldPrefixLocked(ip), 1, 64);
   return prefix == 64 ? high : high & ~((uint64_t{1} << (64 - prefix)) - 1);
 }
 
@@ -679,9 +719,13 @@ std::optional<std::pair<palisade::v1::Target, std::string>> DecisionTable::FoldL
     return std::nullopt;
   }
   std::optional<IpAddress> ip = IpAddress::Parse(address);
-  // An address that carries an IPv4 one (NAT64, 6to4, Teredo) is that host's, not a /64's.
-  if (!ip || ip->is_v4() || EmbeddedIpv4(*ip)) return std::nullopt;
-  const Cidr range = Cidr::Covering(*ip, limits_.ipv6_fold_prefix);
+  if (!ip || ip->is_v4()) return std::nullopt;
+  // An address that carries an IPv4 one (NAT64, Teredo) is that host's, not a /64's; but a
+  // 6to4 host holds its whole /48 (2002:WWXX:YYZZ::/48) and may take a new /64 of it per try:
+  // folded into that /48 (FoldPrefixLocked), which is also the range the engine decides for it
+  // (its range window), so an address inside that decision extends it.
+  if (!Is6to4(*ip) && EmbeddedIpv4(*ip)) return std::nullopt;
+  const Cidr range = Cidr::Covering(*ip, FoldPrefixLocked(*ip));
   std::pair<palisade::v1::Target, std::string> fold;
   fold.first.set_kind(palisade::v1::TARGET_KIND_RANGE);
   fold.first.set_value(range.ToString());
@@ -2013,6 +2057,11 @@ size_t DecisionTable::active_count() const {
 size_t DecisionTable::active_bytes() const {
   absl::MutexLock lock(&mu_);
   return active_bytes_;
+}
+
+DecisionTableLimits DecisionTable::limits() const {
+  absl::MutexLock lock(&mu_);
+  return limits_;
 }
 
 }  // namespace palisade

@@ -165,7 +165,9 @@ struct DecisionTableLimits {
   // address inside it extends it (or waits behind it, as on any decided target). The address
   // decisions made before stay until they end. Never a range that touches the never-ban set
   // (SetNeverFold: the guard's; NonPublicRanges() always: TouchesNeverBan), and never for an
-  // address that embeds an IPv4 one (NAT64, 6to4, Teredo: EmbeddedIpv4), which is one host's.
+  // address that embeds an IPv4 one (NAT64, Teredo: EmbeddedIpv4), which is one host's, but
+  // for 6to4 (Is6to4): its IPv4 host holds the whole 2002:WWXX:YYZZ::/48, into which its
+  // addresses fold whatever the prefix (the range the engine's range window decides, too).
   // 0: never folded. Prefix: 48 or 64 (what Cloudflare's IP access rules take).
   uint32_t ipv6_fold_addresses = 4;
   int ipv6_fold_prefix = 64;
@@ -352,10 +354,11 @@ class DecisionTable {
   // the decision this table holds active there, or behind the one this table's own sweep ended
   // before the writer's did (kept for a take-over to decide); else they go: the writer's
   // decision on it comes with the log, and its own snapshot after it. Stored and charged to
-  // the active budget as the writer's own claims, and heard by no listener (no decision changed). A mirror does not
-  // decide them (ExpireDue ends a decision here without deciding what follows: the writer's
-  // word comes with the log); once this table writes (SetForward(nullptr), a take-over), it
-  // decides them as its own when the decision they wait behind ends.
+  // the active budget as the writer's own claims, and heard by no listener (no decision
+  // changed). A mirror does not decide them (ExpireDue ends a decision here without deciding
+  // what follows: the writer's word comes with the log); once this table writes
+  // (SetForward(nullptr), a take-over), it decides them as its own when the decision they wait
+  // behind ends.
   void MirrorWaiting(const std::vector<WaitingClaims>& waiting);
   // The rule and manual claims waiting behind each active decision, a snapshot per target (as
   // a ClaimsSetListener hears them): for a full state of the decision log.
@@ -369,6 +372,11 @@ class DecisionTable {
   size_t active_count() const;
   // The active decisions' bytes as DecisionTableLimits::max_active_bytes counts them.
   size_t active_bytes() const;
+  // The limits in force (SetLimits).
+  DecisionTableLimits limits() const;
+  // A waiting-claim snapshot's bytes: a refused one's under max_unwritten_bytes, a decision
+  // log view's under its cap (DecisionView).
+  static size_t WaitingBytes(const WaitingClaims& w);
   // Decisions in memory, active or ended; offenders remembered (tests, memory accounting).
   size_t size() const;
   size_t offenders() const;
@@ -404,7 +412,9 @@ class DecisionTable {
   // folded anew ("": its decision in force at `now` takes it); nullopt: the address.
   std::optional<std::pair<palisade::v1::Target, std::string>> FoldLocked(
       absl::string_view address, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The fold_counts_ key of IPv6 address `ip` (its first ipv6_fold_prefix bits).
+  // The prefix IPv6 address `ip` folds into: ipv6_fold_prefix, or 48 for a 6to4 address.
+  int FoldPrefixLocked(const IpAddress& ip) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The fold_counts_ key of IPv6 address `ip` (its first FoldPrefixLocked bits).
   uint64_t FoldKeyLocked(const IpAddress& ip) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A decision's bytes beyond its serialized size: its entries in by_id_, active_, by_expiry_
   // and offences_, the message's own objects, and the allocator's rounding. memory_bench's
@@ -447,6 +457,13 @@ class DecisionTable {
   void EndedLocked(const palisade::v1::Decision& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Forgets the ended decisions and offenders past their retention (at `now`) or over the caps.
   void ForgetLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Restore's: whether stored claims on `target`, which holds no active decision, wait behind
+  // `decision_id` as a mirror kept them when its own sweep ended it (mirror_ended_): if the
+  // store holds that decision ended, it is loaded (for ExpireDue to reinstate after) and noted.
+  // False if the store holds no such decision; the store's error if it cannot read it.
+  absl::StatusOr<bool> RestoreMirrorEndedLocked(const std::string& target,
+                                                const std::string& decision_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   DecisionUpdate ApplyLocked(const palisade::v1::Target& target,
                              const palisade::v1::DecisionSpec& spec, absl::Time start,
@@ -499,8 +516,6 @@ class DecisionTable {
   // Drops the rule and manual claims waiting on `target` (noted: ClaimsChangedLocked); the
   // feeds' stay.
   void DropWaitingLocked(const std::string& target) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // A refused waiting-claim snapshot's bytes under max_unwritten_bytes_.
-  static size_t WaitingBytes(const WaitingClaims& w);
   // `target`'s waiting rule or manual claims changed (covered_): charged to its active
   // decision and, with a store, written with the change set (CommitLocked).
   void ClaimsChangedLocked(absl::string_view target) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -634,7 +649,8 @@ class DecisionTable {
   // A mirror's: target -> the id of its decision this table's sweep ended while claims waited
   // behind it, before the writer's word on it came (its successor, or its claims' snapshot,
   // which erase the entry). Should this table write first (a take-over), its next sweep
-  // decides them (ExpireDue), as the writer's would have.
+  // decides them (ExpireDue), as the writer's would have. The claims are stored behind that
+  // decision, and Restore notes it again (RestoreMirrorEndedLocked).
   absl::flat_hash_map<std::string, std::string> mirror_ended_ ABSL_GUARDED_BY(mu_);
   // A mirror's: targets whose waiting claims predate the writer's last full state, and whose
   // snapshot has not come since (MirrorState's mark_stale; MirrorWaitingEnd drops them).

@@ -1594,6 +1594,105 @@ TEST_F(DecisionTableTest, AMirrorKeepsASnapshotBehindADecisionItsOwnSweepEnded) 
   EXPECT_EQ(now[0].rule_id(), "ssh");
 }
 
+// The same, with a store and a restart in between: the snapshot naming the decision this
+// mirror's sweep ended was written as claims behind no decision, which deleted their rows, and
+// a take-over after the restart decided nothing.
+TEST_F(DecisionTableTest, ASnapshotBehindADecisionAMirrorEndedSurvivesARestart) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/waiting_ended_here.db";
+  std::remove(path.c_str());
+  const std::string ip = "192.0.2.9";
+  DecisionTable writer(clock_);
+  std::vector<DecisionUpdate> sent;
+  std::vector<WaitingClaims> snapshots;
+  writer.AddClaimsSetListener(
+      [&](const std::vector<DecisionUpdate>& set, const std::vector<WaitingClaims>& waiting) {
+        sent.insert(sent.end(), set.begin(), set.end());
+        snapshots.insert(snapshots.end(), waiting.begin(), waiting.end());
+      });
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_value(ip);
+  *req.mutable_duration() = ToProtoDuration(absl::Minutes(10));
+  ASSERT_THAT(writer.AddManual(req), IsOk());
+  ASSERT_THAT(sent, SizeIs(1));
+  const Decision block = sent[0].decision;
+  writer.Apply(Det(ip, clock_.TimeNow()), HourBlock());
+  ASSERT_THAT(snapshots, SizeIs(1));
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    DecisionTable mirror(clock_);
+    mirror.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+    mirror.SetForward([](const Detection&) {});
+    mirror.Mirror(DecisionChange::kCreated, block);
+    clock_.Advance(absl::Minutes(10));
+    EXPECT_THAT(mirror.ExpireDue(), SizeIs(1));  // its clock ahead of the writer's
+    mirror.MirrorWaiting(snapshots);              // names the block this table ended
+    std::vector<WaitingClaimRow> rows = *(*store)->LoadWaitingClaims(clock_.TimeNow());
+    ASSERT_THAT(rows, SizeIs(1)) << "the claims kept for a take-over left the store";
+    EXPECT_EQ(rows[0].decision_id, block.id());
+  }
+  // Restarted, the writer gone: this node writes, and decides the claim.
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  DecisionTable table(clock_);
+  table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  ASSERT_THAT(table.Restore(), IsOk());
+  table.ExpireDue();
+  std::vector<Decision> now = table.List({.target = ip, .active_only = true});
+  ASSERT_THAT(now, SizeIs(1)) << "the claim kept behind the ended block was lost at the restart";
+  EXPECT_EQ(now[0].origin(), palisade::v1::ORIGIN_RULE);
+  EXPECT_EQ(now[0].rule_id(), "ssh");
+}
+
+// The same, the ended block's row unreadable at the restart (a corrupt or, as well, a busy or
+// failing database): the restore fails, as on any other row it cannot read. It went on
+// without the kept claims, and the next write for the target deleted their rows.
+TEST_F(DecisionTableTest, ARestoreThatCannotReadTheDecisionAMirrorEndedFails) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/waiting_ended_fail.db";
+  std::remove(path.c_str());
+  const std::string ip = "192.0.2.9";
+  DecisionTable writer(clock_);
+  std::vector<DecisionUpdate> sent;
+  std::vector<WaitingClaims> snapshots;
+  writer.AddClaimsSetListener(
+      [&](const std::vector<DecisionUpdate>& set, const std::vector<WaitingClaims>& waiting) {
+        sent.insert(sent.end(), set.begin(), set.end());
+        snapshots.insert(snapshots.end(), waiting.begin(), waiting.end());
+      });
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_value(ip);
+  *req.mutable_duration() = ToProtoDuration(absl::Minutes(10));
+  ASSERT_THAT(writer.AddManual(req), IsOk());
+  ASSERT_THAT(sent, SizeIs(1));
+  const Decision block = sent[0].decision;
+  writer.Apply(Det(ip, clock_.TimeNow()), HourBlock());
+  ASSERT_THAT(snapshots, SizeIs(1));
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    DecisionTable mirror(clock_);
+    mirror.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+    mirror.SetForward([](const Detection&) {});
+    mirror.Mirror(DecisionChange::kCreated, block);
+    clock_.Advance(absl::Minutes(10));
+    EXPECT_THAT(mirror.ExpireDue(), SizeIs(1));
+    mirror.MirrorWaiting(snapshots);
+    ASSERT_THAT(*(*store)->LoadWaitingClaims(clock_.TimeNow()), SizeIs(1));
+  }
+  // A truncated message (field 1, five bytes announced, none there); the id is stored as a
+  // blob.
+  const std::string corrupt = absl::StrCat(
+      "UPDATE decisions SET proto = x'0a05' WHERE CAST(id AS TEXT) = '", block.id(), "';");
+  ::palisade::testing::ExecSql(path, corrupt.c_str());
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  ASSERT_THAT((*store)->LoadDecision(block.id()), StatusIs(absl::StatusCode::kDataLoss));
+  DecisionTable table(clock_);
+  table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  EXPECT_THAT(table.Restore(), StatusIs(absl::StatusCode::kDataLoss))
+      << "restored without the claims kept behind the decision it could not read";
+}
+
 // The writer's end of a decision this mirror's own sweep ended first (the same copy) settles
 // it: a snapshot naming that decision that comes later (a stale one) keeps nothing, and nothing
 // is decided from it at a take-over. Before, the note of the end stayed (one per target for
@@ -3351,7 +3450,8 @@ TEST_F(DecisionTableTest, Ipv6FoldingSparesNeverBanRangesEmbeddedIpv4AndManualDe
   const std::vector<palisade::v1::TargetKind> alone(6, palisade::v1::TARGET_KIND_IP);
   EXPECT_EQ(kinds("2001:db8:5:5::", 6), alone);       // holds a never-ban address
   EXPECT_EQ(kinds("64:ff9b::c633:64", 6), alone);     // NAT64: 198.51.100.x
-  EXPECT_EQ(kinds("2002:cb00:7101::", 6), alone);     // 6to4 of 203.0.113.1
+  // Teredo: 8.8.4.9 to .14 behind one server (a 6to4 host's /48 is folded: its own test).
+  EXPECT_EQ(kinds("2001:0:4136:e378:8000:63bf:f7f7:fbf", 6), alone);
   // Manual bans and withdrawn rule decisions do not count toward a fold.
   for (int i = 1; i <= 3; ++i) {
     palisade::v1::AddDecisionRequest manual;
@@ -3372,6 +3472,58 @@ TEST_F(DecisionTableTest, Ipv6FoldingSparesNeverBanRangesEmbeddedIpv4AndManualDe
   off.ipv6_fold_addresses = 0;
   table_.SetLimits(off);
   EXPECT_EQ(kinds("2001:db8:7:7::", 6), alone);
+}
+
+// A 6to4 host (2002:WWXX:YYZZ::/48, RFC 3056) holds its whole /48 and may take a new /64 of it
+// per try. Folding skipped it (an address embedding IPv4), so one that spent `count` tries per
+// /64 got a decision per address forever, and an address inside the /48 the engine decided
+// (its range window, EngineRangeWindowTest) made a second decision instead of extending that
+// one. Its addresses fold into the /48, whatever the fold prefix; only with folding on.
+TEST_F(DecisionTableTest, A6to4HostsAddressesFoldIntoItsSlash48WhateverThePrefix) {
+  for (int prefix : {64, 48}) {
+    DecisionTableLimits limits;
+    limits.ipv6_fold_prefix = prefix;
+    DecisionTable table(clock_);
+    table.SetLimits(limits);
+    palisade::v1::DecisionSpec spec;
+    spec.set_action(palisade::v1::ACTION_BLOCK);
+    *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    spec.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+    // 8.8.8.8's /48: one address in each of four /64s.
+    for (int i = 1; i <= 3; ++i) {
+      const DecisionUpdate u =
+          table.Apply(Det(absl::StrCat("2002:808:808:", i, "::1"), clock_.TimeNow()), spec);
+      ASSERT_EQ(u.change, DecisionChange::kCreated) << prefix;
+      EXPECT_EQ(u.decision.target().kind(), palisade::v1::TARGET_KIND_IP) << prefix;
+    }
+    const DecisionUpdate folded = table.Apply(Det("2002:808:808:4::1", clock_.TimeNow()), spec);
+    ASSERT_EQ(folded.change, DecisionChange::kCreated) << prefix;
+    EXPECT_EQ(folded.decision.target().kind(), palisade::v1::TARGET_KIND_RANGE) << prefix;
+    EXPECT_EQ(folded.decision.target().value(), "2002:808:808::/48") << prefix;
+    const DecisionUpdate next = table.Apply(Det("2002:808:808:ffff::9", clock_.TimeNow()), spec);
+    EXPECT_EQ(next.change, DecisionChange::kExtended) << prefix;
+    EXPECT_EQ(next.decision.id(), folded.decision.id()) << prefix;
+    // The engine's decision on 8.8.8.9's /48 (its range window filled) takes its addresses'
+    // detections: extended, not a second decision.
+    Detection range = Det("2002:808:809::/48", clock_.TimeNow());
+    range.kind = palisade::v1::TARGET_KIND_RANGE;
+    const DecisionUpdate engine_made = table.Apply(range, spec);
+    ASSERT_EQ(engine_made.change, DecisionChange::kCreated) << prefix;
+    const DecisionUpdate inside = table.Apply(Det("2002:808:809:7::1", clock_.TimeNow()), spec);
+    EXPECT_EQ(inside.change, DecisionChange::kExtended) << prefix;
+    EXPECT_EQ(inside.decision.id(), engine_made.decision.id()) << prefix;
+    EXPECT_EQ(table.active_count(), 3u + 1u + 1u) << prefix;
+  }
+  // Folding off: each address alone, as any other.
+  DecisionTableLimits off;
+  off.ipv6_fold_addresses = 0;
+  table_.SetLimits(off);
+  for (int i = 1; i <= 6; ++i) {
+    EXPECT_EQ(Apply(absl::StrCat("2002:808:808:", i, "::1"), clock_.TimeNow())
+                  .decision.target()
+                  .kind(),
+              palisade::v1::TARGET_KIND_IP);
+  }
 }
 
 // Offenders were remembered for good, one entry per address that ever offended. An offender

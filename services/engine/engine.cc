@@ -137,7 +137,8 @@ void Engine::SetRules(std::shared_ptr<const RuleSet> rules) {
   auto matches = std::make_unique<std::atomic<uint64_t>[]>(n_rules);
   for (size_t i = 0; i < n_rules; ++i) matches[i] = 0;
   // For each new rule, the index of the old rule with the same id (and, for its windows, the
-  // same threshold), or -1.
+  // same threshold and the same key: kind and capture, else a PATH rule's counts of an
+  // attacker-chosen "203.0.113.5" would become an address's, one match from a ban), or -1.
   std::vector<int> keep_matches(n_rules, -1), keep_windows(n_rules, -1);
   if (rules_ != nullptr) {
     const auto& old_rules = rules_->rules();
@@ -147,7 +148,8 @@ void Engine::SetRules(std::shared_ptr<const RuleSet> rules) {
         const CompiledRule& old = *old_rules[o];
         if (old.id() != rule.id()) continue;
         keep_matches[n] = static_cast<int>(o);
-        if (old.count == rule.count && old.window == rule.window) {
+        if (old.count == rule.count && old.window == rule.window &&
+            old.proto.key_kind() == rule.proto.key_kind() && old.proto.key() == rule.proto.key()) {
           keep_windows[n] = static_cast<int>(o);
         }
         break;
@@ -1374,9 +1376,18 @@ void Engine::CountRange(int rule_index, absl::string_view key, bool detect,
                         absl::FunctionRef<absl::string_view()> line, absl::Time time,
                         uint32_t stream, std::vector<Detection>* out) {
   std::optional<IpAddress> ip = IpAddress::Parse(key);
-  // An address embedding an IPv4 one is that IPv4 host's: its "neighbours" are other hosts.
-  if (!ip || ip->is_v4() || EmbeddedIpv4(*ip).has_value()) return;
-  const Cidr range = Cidr::Covering(*ip, options_.ipv6_window_prefix);
+  if (!ip || ip->is_v4()) return;
+  // A 6to4 address (2002:WWXX:YYZZ::/48, RFC 3056) is one IPv4 host's, and that host holds
+  // the whole /48: a new subnet and interface id per try fills no /64's window, so it counts in
+  // its /48's, whenever range windows are on, whatever their prefix (never wider: the next /48
+  // is another host). The /48 is a range the edge blocks; the IPv4 address would not cover the
+  // IPv6 traffic. (DecisionTable folds its addresses into the same /48.)
+  const bool six_to_four = Is6to4(*ip);
+  // Any other address embedding an IPv4 one (NAT64, IPv4-compatible, Teredo) is that IPv4
+  // host's: its "neighbours" are other hosts. Teredo's client IPv4 is in its last 32 bits, under
+  // the /64 its server's clients share: no range the edge can block holds one client alone.
+  if (!six_to_four && EmbeddedIpv4(*ip).has_value()) return;
+  const Cidr range = Cidr::Covering(*ip, six_to_four ? 48 : options_.ipv6_window_prefix);
   // No window at all, not merely no detection: a range decision would cover the neighbour.
   if (TouchesNeverBan(range, options_.allowlist)) return;
   // Cidr::ToString's text, without its allocations.
@@ -1607,29 +1618,36 @@ void Engine::EnforceBudgetLocked(Shard& shard) {
   const size_t limit = share - share / 8;
   if (shard.bytes <= limit) return;
   // Drop down to seven eighths of the limit in one go, so the O(n log n) pass below runs once
-  // per many inserts (amortised O(log n) each), least recently active first over all rules.
-  // Keys spread evenly over shards, so this is close to a global least-recently-active order.
+  // per many inserts (amortised O(log n) each), in BudgetRankOf's order over all rules. Keys
+  // spread evenly over shards, so this is close to a global order.
   const size_t target = limit - limit / 8;
-  std::vector<std::pair<uint64_t, size_t>> order;  // (touched, bytes); ticks are unique
-  for (const WindowMap& map : shard.maps) {
-    for (const auto& w : map) order.emplace_back(w->touched, w->Bytes());
+  std::vector<std::pair<EvictionRank, size_t>> order;  // (rank, bytes); ticks are unique
+  const auto& rules = rules_->rules();
+  for (size_t r = 0; r < shard.maps.size(); ++r) {
+    const size_t count = rules[r]->count;
+    const int64_t span = ToMillis(rules[r]->window);
+    for (const auto& w : shard.maps[r]) {
+      order.emplace_back(BudgetRankOf(*w, count, span), w->Bytes());
+    }
   }
   std::sort(order.begin(), order.end());
   size_t freed = 0;
-  uint64_t cutoff = 0;
+  EvictionRank cutoff{};
   bool any = false;
-  for (const auto& [touched, bytes] : order) {
+  for (const auto& [rank, bytes] : order) {
     if (shard.bytes - freed <= target) break;
     freed += bytes;
-    cutoff = touched;
+    cutoff = rank;
     any = true;
   }
   if (!any) return;
   for (size_t r = 0; r < shard.maps.size(); ++r) {
     WindowMap& map = shard.maps[r];
+    const size_t count = rules[r]->count;
+    const int64_t span = ToMillis(rules[r]->window);
     size_t dropped = 0;
     for (auto it = map.begin(); it != map.end();) {
-      if ((*it)->touched <= cutoff) {
+      if (BudgetRankOf(**it, count, span) <= cutoff) {
         EraseLocked(shard, map, it++);
         ++dropped;
       } else {
@@ -1643,18 +1661,40 @@ void Engine::EnforceBudgetLocked(Shard& shard) {
   }
 }
 
+size_t Engine::MostWithinASpan(const Window& w, int64_t span) {
+  const auto& t = w.times;
+  if (t.empty()) return 0;
+  // Differences taken unsigned: times are in order, so each fits, whatever dates a line bore.
+  const uint64_t width = static_cast<uint64_t>(std::max<int64_t>(span, 0));
+  const auto apart = [&](size_t lo, size_t hi) {
+    return static_cast<uint64_t>(t[hi]) - static_cast<uint64_t>(t[lo]);
+  };
+  if (apart(0, t.size() - 1) <= width) return t.size();  // nearly always: lines in order
+  // Two pointers over the times in order: O(size), at most twice the threshold.
+  size_t most = 1;
+  for (size_t lo = 0, hi = 0; hi < t.size(); ++hi) {
+    while (apart(lo, hi) > width) ++lo;
+    most = std::max(most, hi - lo + 1);
+  }
+  return most;
+}
+
 void Engine::EvictOldestLocked(Shard& in, WindowMap& from, int rule_index) {
-  // By `touched`, the order lines counted in, as EnforceBudgetLocked: not by event time, which
-  // the log writer chooses (a backlog's windows would always go first, future-dated ones never).
-  std::vector<uint64_t> touched;
-  touched.reserve(from.size());
-  for (const auto& w : from) touched.push_back(w->touched);
+  // In RankOf's order: by matches still missing (one rule: one threshold), then by `touched`,
+  // the order lines counted in; not by event time, which the log writer chooses (a backlog's
+  // windows would always go first, future-dated ones never).
+  const CompiledRule& rule = *rules_->rules()[rule_index];
+  const size_t count = rule.count;
+  const int64_t span = ToMillis(rule.window);
+  std::vector<EvictionRank> ranks;
+  ranks.reserve(from.size());
+  for (const auto& w : from) ranks.push_back(RankOf(*w, count, span));
   size_t drop = std::max<size_t>(1, from.size() / 10);
-  std::nth_element(touched.begin(), touched.begin() + (drop - 1), touched.end());
-  const uint64_t cutoff = touched[drop - 1];
+  std::nth_element(ranks.begin(), ranks.begin() + (drop - 1), ranks.end());
+  const EvictionRank cutoff = ranks[drop - 1];
   size_t dropped = 0;
   for (auto it = from.begin(); it != from.end() && dropped < drop;) {
-    if ((*it)->touched <= cutoff) {
+    if (RankOf(**it, count, span) <= cutoff) {
       EraseLocked(in, from, it++);
       ++dropped;
     } else {
@@ -1751,8 +1791,11 @@ palisade::v1::EngineSnapshot Engine::Snapshot() const {
     for (size_t r = 0; r < shards_[sh].maps.size(); ++r) {
       for (const auto& w : shards_[sh].maps[r]) {
         if (w->times.empty()) continue;
+        const CompiledRule& rule = *rules_->rules()[r];
         auto* s = out.add_windows();
-        s->set_rule_id(rules_->rules()[r]->id());
+        s->set_rule_id(rule.id());
+        s->set_rule_key_kind(rule.proto.key_kind());
+        s->set_rule_key(rule.proto.key());
         s->set_key(std::string(w->key()));
         for (int64_t t : w->times) s->add_times_ms(t);
       }
@@ -1761,11 +1804,14 @@ palisade::v1::EngineSnapshot Engine::Snapshot() const {
   return out;
 }
 
-void Engine::Restore(const palisade::v1::EngineSnapshot& snapshot, absl::Time now) {
+size_t Engine::Restore(const palisade::v1::EngineSnapshot& snapshot, absl::Time now,
+                       UnmarkedWindows unmarked) {
+  size_t skipped = 0;
   if (now != absl::InfinitePast()) restored_at_ms_ = ToMillis(now);
   absl::flat_hash_map<std::string, size_t> index;
   for (size_t r = 0; r < rules_->rules().size(); ++r) index[rules_->rules()[r]->id()] = r;
-  // Oldest newest match first: the restore order is the eviction order (Window::touched).
+  // Oldest newest match first: the restore order (Window::touched) is the eviction order's
+  // tie-break (RankOf, BudgetRankOf), between windows missing as many matches.
   std::vector<std::pair<int64_t, int>> order;
   order.reserve(snapshot.windows_size());
   for (int i = 0; i < snapshot.windows_size(); ++i) {
@@ -1778,6 +1824,23 @@ void Engine::Restore(const palisade::v1::EngineSnapshot& snapshot, absl::Time no
     auto it = index.find(s.rule_id());
     if (it == index.end() || s.times_ms().empty()) continue;
     const int rule = static_cast<int>(it->second);
+    // Only into a rule that counts what the window counted, as SetRules keeps windows: a pack
+    // that turned the rule's key from a PATH into an address (same id) would else make a path
+    // an attacker chose ("203.0.113.5") an address's count, one match from a ban. A window of
+    // a snapshot written before it said (the fields absent) is skipped whatever the rule is
+    // now: the rule it counted for is unknown, and the dangerous change ends on the default
+    // kind (PATH to IP), so keeping default-kind windows would keep exactly those. That costs,
+    // once (the first restart on this version), the counts of one window span. Unless the
+    // caller knows the snapshot was taken under these very rules (kTrust: a rule set version
+    // that fingerprints them, key kind and capture included, is this one).
+    const CompiledRule& compiled = *rules_->rules()[rule];
+    const bool marked = s.has_rule_key_kind() && s.has_rule_key();
+    if (marked ? s.rule_key_kind() != compiled.proto.key_kind() ||
+                     s.rule_key() != compiled.proto.key()
+               : unmarked != UnmarkedWindows::kTrust) {
+      ++skipped;
+      continue;
+    }
     Shard& shard = ShardFor(rule, WindowHash()(s.key()));
     ShardMutexLock lock(&shard.mu);
     WindowMap& map = shard.maps[rule];
@@ -1805,6 +1868,7 @@ void Engine::Restore(const palisade::v1::EngineSnapshot& snapshot, absl::Time no
     AccountLocked(shard, grown + static_cast<int64_t>(w.Bytes()));
     EnforceBudgetLocked(shard);
   }
+  return skipped;
 }
 
 size_t Engine::memory_bytes() const {

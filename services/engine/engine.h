@@ -20,16 +20,18 @@
 // Memory is bounded: windows idle for longer than their rule's window are dropped by Expire(),
 // which takes "now" per stream: each window remembers the stream that last counted in it, and
 // ages in that stream's event time (a backlog shipped an hour late still fills its windows);
-// and past `max_keys_per_rule` the least recently active windows of a rule are evicted (and
-// counted). Memory is also bounded in bytes, whatever the lines and keys an attacker writes:
-// a window keeps at most `max_evidence_bytes` of evidence (each line cut to an equal share, the
+// and past `max_keys_per_rule` a rule's windows missing the most matches to its threshold
+// (in their best span), least recently active first (Engine::RankOf), are evicted (and
+// counted). Memory is also bounded in bytes, whatever the lines and keys an attacker writes: a
+// window keeps at most `max_evidence_bytes` of evidence (each line cut to an equal share, the
 // cut marked and counted; the lines of at most `max_evidence` of the matches it keeps, the
 // newest in event time (a line out of order first drops those more than a span from it), and
-// only of matches that can be one of a detection's last `max_evidence`), and
-// every byte a window holds (its object, its buffer, its table slot, as the allocator hands them
-// out) is accounted against `memory_budget_bytes`; a shard past its share of the budget evicts
-// its least recently active windows first (counted apart from the key cap). Once warmed up, a
-// line that matches nothing allocates nothing.
+// only of matches that can be one of a detection's last `max_evidence`), and every byte a
+// window holds (its object, its buffer, its table slot, as the allocator hands them out) is
+// accounted against `memory_budget_bytes`; a shard past its share of the budget evicts its
+// windows over all its rules, those missing the largest share of their rule's threshold first
+// (BudgetRankOf: 2 of sshd's 3 go before 20 of a flood rule's 120), counted apart from the key
+// cap. Once warmed up, a line that matches nothing allocates nothing.
 //
 // Sessions (Rule.session, issue 13 §1): a rule with a session ties its lines to the connection
 // that wrote them, by the line's program and pid or by a capture (SessionTable). A `note_only`
@@ -62,6 +64,7 @@
 #ifndef PALISADE_SERVICES_ENGINE_ENGINE_H_
 #define PALISADE_SERVICES_ENGINE_ENGINE_H_
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -107,8 +110,9 @@ struct EngineOptions {
   // The ceiling on the resident memory the windows take, over all rules. The accounted bytes
   // keep to seven eighths of it (the rest is the allocator's slack, which the accounting cannot
   // see); each of the kShards shards keeps to its share (keys spread evenly over shards), so
-  // the total never passes it: past its share a shard drops its least recently active windows
-  // until an eighth of the share is free.
+  // the total never passes it: past its share a shard drops windows, over all rules those
+  // missing the largest share of their rule's threshold and least recently active first
+  // (Engine::BudgetRankOf), until an eighth of the share is free.
   // "Least recently active" is the order in which lines counted, not their event time, which the
   // log writer chooses. 0: the default, 1 GiB.
   uint64_t memory_budget_bytes = uint64_t{1} << 30;
@@ -117,9 +121,11 @@ struct EngineOptions {
   // IPv6 range windows: one client holds a whole /64 (or /48) and may take a new address of it
   // for each try, which fills no address's window. With a prefix (48 or 64; the config's
   // decisions_ipv6_folding.prefix_length), a match of an address rule (a threshold above 1) on
-  // an IPv6 address that embeds no IPv4 one (EmbeddedIpv4: NAT64, 6to4, Teredo are an IPv4
-  // host's) counts in the address's window and in the rule's window of the covering range
-  // ("2001:db8:1:2::/64"), a window like any other (same caps, same budget). A range window
+  // an IPv6 address that embeds no IPv4 one (EmbeddedIpv4: NAT64 and Teredo are an IPv4
+  // host's, whose neighbours are other hosts) counts in the address's window and in the rule's
+  // window of the covering range ("2001:db8:1:2::/64"), a window like any other (same caps,
+  // same budget); a 6to4 address (Is6to4: its IPv4 host holds the whole /48) counts in its
+  // /48's window whatever the prefix. A range window
   // that fills on a line where the address's did not raises a TARGET_KIND_RANGE detection
   // keyed by the range; when both fill on one line, only the address's (one attacker on one
   // address stays an address decision). A range that touches the allowlist or a non-public
@@ -260,9 +266,10 @@ class Engine {
  public:
   Engine(std::shared_ptr<const RuleSet> rules, EngineOptions options);
 
-  // Swaps in a new RuleSet. Windows of rules that keep their id (and threshold) are kept;
-  // the others are dropped. Pending matches (Rule.session.pending) are counted by the rule of
-  // their id, when one is still loaded. Called alone: no line is processed meanwhile.
+  // Swaps in a new RuleSet. Windows of rules that keep their id (and threshold, key kind and
+  // key capture) are kept; the others are dropped. Pending matches (Rule.session.pending) are
+  // counted by the rule of their id, when one is still loaded. Called alone: no line is
+  // processed meanwhile.
   void SetRules(std::shared_ptr<const RuleSet> rules);
   const std::shared_ptr<const RuleSet>& rules() const { return rules_; }
   // Replaces EngineOptions::allowlist (loopback stays in it), for a reload that read a new one.
@@ -347,14 +354,22 @@ class Engine {
   // out is dropped at most that much later than Expire would drop it.
   void ExpireSpread(absl::Time now);
 
-  // The live windows (match times only), and putting them back after a restart: windows of
-  // rules that no longer exist are skipped. A restored window belongs to no stream until a line
-  // counts in it: it ages on the clock from `now` (the restart), not from its newest match, so
-  // the sweep does not drop it before the inputs resume and read the backlog that continues it
-  // (a window nothing continues goes a span after the restart).
+  // The live windows (match times only, and what their rule counted: key kind and capture),
+  // and putting them back after a restart: windows of rules that no longer exist, or that now
+  // count another key kind or capture (as SetRules drops them), are skipped; so are those of a
+  // snapshot written before it said what they counted. A restored window belongs to no stream
+  // until a line counts in it: it ages on the clock from `now` (the restart), not from its
+  // newest match, so the sweep does not drop it before the inputs resume and read the backlog
+  // that continues it (a window nothing continues goes a span after the restart).
+  // Restore returns how many windows it skipped for counting another key kind or capture, or
+  // for not saying what they counted. With kTrust the caller vouches that the snapshot was
+  // taken under these very rules (PartitionCounter: the head's rule set version is this one),
+  // and windows that do not say are restored into the rule of their id.
+  enum class UnmarkedWindows { kSkip, kTrust };
   palisade::v1::EngineSnapshot Snapshot() const;
-  void Restore(const palisade::v1::EngineSnapshot& snapshot,
-               absl::Time now = absl::InfinitePast());
+  size_t Restore(const palisade::v1::EngineSnapshot& snapshot,
+                 absl::Time now = absl::InfinitePast(),
+                 UnmarkedWindows unmarked = UnmarkedWindows::kSkip);
 
   EngineStats stats() const;
   // Live windows over all rules.
@@ -772,11 +787,36 @@ class Engine {
   void CountRange(int rule_index, absl::string_view key, bool detect,
                   absl::FunctionRef<absl::string_view()> line, absl::Time time, uint32_t stream,
                   std::vector<Detection>* out);
+  // The eviction orders: nearest to a detection last, then least recently active first
+  // (Window::touched, unique in a shard). A window one match short goes after one further from
+  // it, however old: else a flood of fresh addresses, each under the threshold, pushed out a
+  // slow guesser's window one match short of it, and it never filled. Nearness is the most
+  // matches the window holds within any one span (MostWithinASpan): a window of late lines
+  // keeps up to twice the threshold spread over many spans, which are no nearer to a detection
+  // than its best span's, and one line dated ahead does not make its newest match a lone one.
+  // `span`: the rule's window in ms. First: minus the missing amount (ascending order).
+  using EvictionRank = std::pair<int64_t, uint64_t>;
+  static size_t MostWithinASpan(const Window& w, int64_t span);
+  // Within one rule (EvictOldestLocked): by the matches still missing to its threshold.
+  static EvictionRank RankOf(const Window& w, size_t count, int64_t span) {
+    const size_t held = std::min(MostWithinASpan(w, span), count);
+    return {-static_cast<int64_t>(count - held), w.touched};
+  }
+  // Over the rules of a shard (EnforceBudgetLocked): by the share of its rule's threshold still
+  // missing, in 2^-32ths (exact between thresholds under 2^16). Not the count: 20 of
+  // web-request-flood's 120 (a real flood at 100) are more than sshd's 2 of 3 (one line of
+  // junk), and by the count every high-threshold window went before any junk of a low one.
+  static EvictionRank BudgetRankOf(const Window& w, size_t count, int64_t span) {
+    if (count == 0) return {0, w.touched};
+    const uint64_t held = std::min<uint64_t>(MostWithinASpan(w, span), count);
+    const uint64_t missing = ((static_cast<uint64_t>(count) - held) << 32) / count;
+    return {-static_cast<int64_t>(missing), w.touched};
+  }
   // Makes room for a new key of `rule_index` in `shard`, whose maps[rule_index] is `map`: from
   // `map`, or when it is empty from another shard whose lock is free.
   void Evict(Shard& shard, WindowMap& map, int rule_index)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
-  // Drops the least recently active tenth of `from` (a map of `in`, not empty) in one go, so
+  // Drops the first tenth of `from` (a map of `in`, not empty) in RankOf's order in one go, so
   // eviction is amortised O(1) per insert.
   void EvictOldestLocked(Shard& in, WindowMap& from, int rule_index)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(in.mu);
@@ -791,7 +831,7 @@ class Engine {
   void ShrinkLocked(Shard& shard, WindowMap& map) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // Recounts a shard from scratch (after a rule swap).
   void RecountLocked(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
-  // Past the shard's share of memory_budget_bytes: drops its least recently active windows.
+  // Past the shard's share of memory_budget_bytes: drops its windows in BudgetRankOf's order.
   void EnforceBudgetLocked(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   static size_t TableBytes(const WindowMap& map);
   // ExpireByStream over the rules whose `due` is set (all of them when `due` is null), and the

@@ -99,6 +99,13 @@ std::string NothingRule(absl::string_view id) {
 // An evidence record's header in a window's ring: the line's length and its match's time.
 constexpr size_t kRecordHeader = sizeof(uint32_t) + sizeof(int64_t);
 
+// A snapshot window as written before it said what it counted.
+palisade::v1::EngineSnapshot::Window MakeLegacy(palisade::v1::EngineSnapshot::Window w) {
+  w.clear_rule_key_kind();
+  w.clear_rule_key();
+  return w;
+}
+
 class EngineTest : public ::testing::Test {
  protected:
   EngineTest() : engine_(Rules(), EngineOptions()) {}
@@ -720,6 +727,186 @@ TEST_F(EngineTest, ATinyKeyCapEvictsFromAnotherShardWhenTheNewKeysShardIsEmpty) 
   }
 }
 
+// A flood of fresh addresses, each one match under the threshold, must not push out the window
+// of a slow guesser one failure short of it: windows holding a single match go first, whatever
+// their age (by the key cap and by the memory budget alike).
+TEST_F(EngineTest, EvictionTakesSingleMatchWindowsBeforeAGuesserOneShortOfTheThreshold) {
+  for (bool by_budget : {false, true}) {
+    EngineOptions options;
+    if (by_budget) {
+      options.memory_budget_bytes = 1 << 20;
+    } else {
+      options.max_keys_per_rule = 100;
+    }
+    Engine engine(Rules(), options);
+    ParsedLine line;
+    line.program = "sshd";
+    std::vector<Detection> out;
+    auto count = [&](const std::string& ip, absl::Time t) {
+      const std::string m = Fail(ip);
+      line.message = m;
+      engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t, &out);
+    };
+    count("203.0.113.7", t0_);
+    count("203.0.113.7", t0_ + absl::Milliseconds(1));  // two of three
+    const int kFlood = 20'000;
+    for (int i = 0; i < kFlood; ++i) {
+      count(absl::StrCat("10.", i / 65536, ".", i / 256 % 256, ".", i % 256),
+            t0_ + absl::Milliseconds(2 + i));
+    }
+    const EngineStats stats = engine.stats();
+    if (by_budget) {
+      EXPECT_GE(stats.memory_evicted_windows, static_cast<uint64_t>(kFlood) / 2);
+      EXPECT_EQ(stats.evicted_windows, 0u);
+    } else {
+      EXPECT_GE(stats.evicted_windows, static_cast<uint64_t>(kFlood) - 100);
+      EXPECT_EQ(stats.memory_evicted_windows, 0u);
+    }
+    ASSERT_THAT(out, IsEmpty()) << by_budget;
+    count("203.0.113.7", t0_ + absl::Seconds(30));
+    ASSERT_THAT(out, SizeIs(1)) << by_budget;
+    EXPECT_EQ(out[0].key, "203.0.113.7");
+  }
+}
+
+// Two address rules of very different thresholds: sshd failures (3) and a web flood (120).
+constexpr absl::string_view kSshAndFlood = R"pb(
+  rules {
+    id: "ssh"
+    formats: LOG_FORMAT_SYSLOG
+    patterns: "^Failed password for (?P<user>\\S+) from (?P<ip>\\S+) port"
+    threshold {
+      count: 3
+      window { seconds: 600 }
+    }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 600 }
+    }
+  }
+  rules {
+    id: "flood"
+    formats: LOG_FORMAT_SYSLOG
+    patterns: "^GET from (?P<ip>\\S+)$"
+    threshold {
+      count: 120
+      window { seconds: 600 }
+    }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 600 }
+    }
+  }
+)pb";
+
+// The memory budget ranks the windows of every rule of a shard together: by the matches each
+// still misses, not by the matches it holds (3 of web-request-flood's 120 are 117 short; 2 of
+// sshd's 3 are one short). A flood of 3-match windows on a threshold-120 rule must not push
+// out a guesser at 2 of 3; nor must a window of old, out-of-order matches (up to twice the
+// threshold kept, none within a span of each other) outrank it.
+TEST_F(EngineTest, BudgetEvictionRanksWindowsOfAllRulesByTheMatchesTheyStillMiss) {
+  for (bool late : {false, true}) {
+    EngineOptions options;
+    options.memory_budget_bytes = 1 << 20;
+    Engine engine(Rules(kSshAndFlood), options);
+    ParsedLine line;
+    std::vector<Detection> out;
+    auto count = [&](const std::string& m, absl::Time t) {
+      line.message = m;
+      engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t, &out);
+    };
+    count(Fail("203.0.113.7"), t0_);
+    count(Fail("203.0.113.7"), t0_ + absl::Seconds(1));  // two of three
+    const int kFlood = 20'000;
+    for (int i = 0; i < kFlood; ++i) {
+      const std::string ip = absl::StrCat("10.", i / 65536, ".", i / 256 % 256, ".", i % 256);
+      if (!late) {  // three of the flood rule's 120
+        const std::string m = absl::StrCat("GET from ", ip);
+        for (int j = 0; j < 3; ++j) {
+          count(m, t0_ + absl::Seconds(2) + absl::Milliseconds(3 * i + j));
+        }
+      } else {  // six of sshd's, an hour apart, late lines: one within a span of the newest
+        for (int h = 6; h >= 1; --h) count(Fail(ip), t0_ + absl::Hours(h) + absl::Milliseconds(i));
+      }
+    }
+    ASSERT_GE(engine.stats().memory_evicted_windows, static_cast<uint64_t>(kFlood) / 2) << late;
+    ASSERT_THAT(out, IsEmpty()) << late;
+    count(Fail("203.0.113.7"), t0_ + absl::Seconds(100));
+    EXPECT_THAT(out, SizeIs(1)) << "the guesser at 2 of 3 was evicted; late: " << late;
+    if (!out.empty()) {
+      EXPECT_EQ(out[0].key, "203.0.113.7");
+    }
+  }
+}
+
+// Across rules the budget ranks by the share of the threshold still missing, not the count:
+// junk of one line per address on sshd's rule (2 of 3 short) goes before a real web flood at
+// 100 of 120 (20 short, a sixth), else web-request-flood's windows always went first and a
+// flood hiding among sshd junk never fired.
+TEST_F(EngineTest, BudgetEvictionKeepsAFloodNearItsHighThresholdOverOneMatchJunk) {
+  EngineOptions options;
+  options.memory_budget_bytes = 1 << 20;
+  Engine engine(Rules(kSshAndFlood), options);
+  ParsedLine line;
+  std::vector<Detection> out;
+  auto count = [&](const std::string& m, absl::Time t) {
+    line.message = m;
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t, &out);
+  };
+  const std::string flood = "GET from 203.0.113.80";
+  for (int i = 0; i < 100; ++i) count(flood, t0_ + absl::Milliseconds(i));
+  const int kJunk = 20'000;
+  for (int i = 0; i < kJunk; ++i) {
+    count(Fail(absl::StrCat("10.", i / 65536, ".", i / 256 % 256, ".", i % 256)),
+          t0_ + absl::Seconds(1) + absl::Milliseconds(i));
+  }
+  ASSERT_GE(engine.stats().memory_evicted_windows, static_cast<uint64_t>(kJunk) / 2);
+  ASSERT_THAT(out, IsEmpty());
+  for (int i = 0; i < 20; ++i) count(flood, t0_ + absl::Seconds(30) + absl::Milliseconds(i));
+  ASSERT_THAT(out, SizeIs(1)) << "the flood window at 100 of 120 was evicted";
+  EXPECT_EQ(out[0].rule_id, "flood");
+  EXPECT_EQ(out[0].key, "203.0.113.80");
+}
+
+// A window's nearness to its threshold is the most matches it holds within any one span, not
+// those within a span of its newest: one line dated an hour ahead must not strip a guesser at
+// 2 of 3 of its place behind one-match windows (by the key cap and by the budget alike).
+TEST_F(EngineTest, EvictionRanksAWindowByItsBestSpanNotByItsNewestMatch) {
+  for (bool by_budget : {false, true}) {
+    EngineOptions options;
+    if (by_budget) {
+      options.memory_budget_bytes = 1 << 20;
+    } else {
+      options.max_keys_per_rule = 100;
+    }
+    Engine engine(Rules(), options);
+    ParsedLine line;
+    line.program = "sshd";
+    std::vector<Detection> out;
+    auto count = [&](const std::string& ip, absl::Time t) {
+      const std::string m = Fail(ip);
+      line.message = m;
+      engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t, &out);
+    };
+    count("203.0.113.7", t0_);
+    count("203.0.113.7", t0_ + absl::Milliseconds(1));  // two of three
+    count("203.0.113.7", t0_ + absl::Hours(1));         // and one dated an hour ahead
+    const int kFlood = 20'000;
+    for (int i = 0; i < kFlood; ++i) {
+      count(absl::StrCat("10.", i / 65536, ".", i / 256 % 256, ".", i % 256),
+            t0_ + absl::Milliseconds(2 + i));
+    }
+    const EngineStats stats = engine.stats();
+    ASSERT_GE(by_budget ? stats.memory_evicted_windows : stats.evicted_windows,
+              static_cast<uint64_t>(kFlood) / 2)
+        << by_budget;
+    ASSERT_THAT(out, IsEmpty()) << by_budget;
+    count("203.0.113.7", t0_ + absl::Seconds(30));
+    ASSERT_THAT(out, SizeIs(1)) << "the guesser at 2 of 3 was evicted; by budget: " << by_budget;
+    EXPECT_EQ(out[0].key, "203.0.113.7");
+  }
+}
+
 TEST_F(EngineTest, SnapshotRestoresWindowsAcrossARestart) {
   Feed(Fail("203.0.113.7"), 0);
   Feed(Fail("203.0.113.7"), 1);  // one short of the threshold
@@ -734,6 +921,88 @@ TEST_F(EngineTest, SnapshotRestoresWindowsAcrossARestart) {
   std::vector<Detection> out;
   restarted.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_ + absl::Seconds(2), &out);
   EXPECT_THAT(out, SizeIs(1));
+}
+
+// A restart restores a rule's windows only when they count the same thing, as a reload keeps
+// them (SetRules): a pack that turned a rule's key from a PATH into an address (same id) must
+// not turn a path an attacker chose ("203.0.113.5") into an address one match from a ban. The
+// snapshot says what each window counted; one written before it said (the fields absent) is
+// not restored: what its rule counted is unknown.
+TEST_F(EngineTest, RestoreSkipsWindowsOfARuleWhoseKeyKindOrKeyCaptureChanged) {
+  const auto pack = [](absl::string_view kind, absl::string_view key) {
+    return absl::Substitute(R"pb(
+      rules {
+        id: "r"
+        formats: LOG_FORMAT_RAW
+        key_kind: $0
+        key: "$1"
+        patterns: "^x (?P<a>\\S+) (?P<b>\\S+)$$"
+        threshold {
+          count: 3
+          window { seconds: 600 }
+        }
+        decision {
+          action: ACTION_BLOCK
+          duration { seconds: 600 }
+        }
+      }
+    )pb",
+                            kind, key);
+  };
+  const auto feed = [&](Engine& engine, const std::string& raw, int offset_seconds) {
+    ParsedLine line;
+    line.message = raw;
+    std::vector<Detection> out;
+    engine.Process(LogFormat::LOG_FORMAT_RAW, line, raw, t0_ + absl::Seconds(offset_seconds),
+                   &out);
+    return out;
+  };
+  const auto two_of_three = [&](absl::string_view kind, absl::string_view key) {
+    Engine engine(Rules(pack(kind, key)), EngineOptions());
+    feed(engine, "x 203.0.113.5 198.51.100.1", 0);
+    feed(engine, "x 203.0.113.5 198.51.100.1", 1);
+    palisade::v1::EngineSnapshot snapshot = engine.Snapshot();
+    EXPECT_EQ(snapshot.windows_size(), 1);
+    return snapshot;
+  };
+  {  // PATH, then IP, from the same capture.
+    Engine restarted(Rules(pack("TARGET_KIND_IP", "a")), EngineOptions());
+    restarted.Restore(two_of_three("TARGET_KIND_PATH", "a"));
+    EXPECT_EQ(restarted.live_windows(), 0u);
+    EXPECT_THAT(feed(restarted, "x 203.0.113.5 198.51.100.1", 2), IsEmpty());
+  }
+  {  // IP from capture a, then from capture b.
+    Engine restarted(Rules(pack("TARGET_KIND_IP", "b")), EngineOptions());
+    restarted.Restore(two_of_three("TARGET_KIND_IP", "a"));
+    EXPECT_EQ(restarted.live_windows(), 0u);
+    EXPECT_THAT(feed(restarted, "x 198.51.100.2 203.0.113.5", 2), IsEmpty());
+  }
+  {  // Unchanged: restored, as before.
+    Engine restarted(Rules(pack("TARGET_KIND_IP", "a")), EngineOptions());
+    restarted.Restore(two_of_three("TARGET_KIND_IP", "a"));
+    EXPECT_THAT(feed(restarted, "x 203.0.113.5 198.51.100.1", 2), SizeIs(1));
+  }
+  {  // Unchanged, but written before the snapshot said what it counted: not restored.
+    palisade::v1::EngineSnapshot old = two_of_three("TARGET_KIND_IP", "a");
+    for (auto& w : *old.mutable_windows()) w = MakeLegacy(w);
+    Engine restarted(Rules(pack("TARGET_KIND_IP", "a")), EngineOptions());
+    EXPECT_EQ(restarted.Restore(old), 1u);  // the count skipped, for the log
+    EXPECT_EQ(restarted.live_windows(), 0u);
+  }
+  {  // The same, the caller knowing the rules are those it was taken under: restored.
+    palisade::v1::EngineSnapshot old = two_of_three("TARGET_KIND_IP", "a");
+    for (auto& w : *old.mutable_windows()) w = MakeLegacy(w);
+    Engine restarted(Rules(pack("TARGET_KIND_IP", "a")), EngineOptions());
+    EXPECT_EQ(restarted.Restore(old, absl::InfinitePast(), Engine::UnmarkedWindows::kTrust), 0u);
+    EXPECT_THAT(feed(restarted, "x 203.0.113.5 198.51.100.1", 2), SizeIs(1));
+  }
+  {  // Trust covers only windows that do not say: one that says it counted a PATH is skipped.
+    Engine restarted(Rules(pack("TARGET_KIND_IP", "a")), EngineOptions());
+    EXPECT_EQ(restarted.Restore(two_of_three("TARGET_KIND_PATH", "a"), absl::InfinitePast(),
+                                Engine::UnmarkedWindows::kTrust),
+              1u);
+    EXPECT_EQ(restarted.live_windows(), 0u);
+  }
 }
 
 TEST_F(EngineTest, RestoreKeepsTheKeyCap) {
@@ -789,6 +1058,61 @@ TEST_F(EngineTest, ReloadKeepsWindowsOfARuleWhoseIndexMoved) {
   EXPECT_EQ(engine_.live_windows(), addresses.size());
   for (const std::string& a : addresses) {
     EXPECT_THAT(Feed(Fail(a), 2), SizeIs(1)) << a;
+  }
+}
+
+// A reload keeps a rule's windows only when they count the same thing: the same key kind read
+// from the same capture. Else the counts of one (a PATH key "203.0.113.5" an attacker chose, a
+// capture holding another field) would become counts of addresses, one match from a ban.
+TEST_F(EngineTest, ReloadDropsWindowsOfARuleWhoseKeyKindOrKeyCaptureChanged) {
+  const auto pack = [](absl::string_view kind, absl::string_view key) {
+    return absl::Substitute(R"pb(
+      rules {
+        id: "r"
+        formats: LOG_FORMAT_RAW
+        key_kind: $0
+        key: "$1"
+        patterns: "^x (?P<a>\\S+) (?P<b>\\S+)$$"
+        threshold {
+          count: 3
+          window { seconds: 600 }
+        }
+        decision {
+          action: ACTION_BLOCK
+          duration { seconds: 600 }
+        }
+      }
+    )pb",
+                            kind, key);
+  };
+  const auto feed = [&](Engine& engine, const std::string& raw, int offset_seconds) {
+    ParsedLine line;
+    line.message = raw;
+    std::vector<Detection> out;
+    engine.Process(LogFormat::LOG_FORMAT_RAW, line, raw, t0_ + absl::Seconds(offset_seconds),
+                   &out);
+    return out;
+  };
+  {  // PATH, then IP, from the same capture.
+    Engine engine(Rules(pack("TARGET_KIND_PATH", "a")), EngineOptions());
+    feed(engine, "x 203.0.113.5 y", 0);
+    feed(engine, "x 203.0.113.5 y", 1);
+    engine.SetRules(Rules(pack("TARGET_KIND_IP", "a")));
+    EXPECT_THAT(feed(engine, "x 203.0.113.5 y", 2), IsEmpty());
+  }
+  {  // IP from capture a, then from capture b.
+    Engine engine(Rules(pack("TARGET_KIND_IP", "a")), EngineOptions());
+    feed(engine, "x 203.0.113.5 198.51.100.1", 0);
+    feed(engine, "x 203.0.113.5 198.51.100.1", 1);
+    engine.SetRules(Rules(pack("TARGET_KIND_IP", "b")));
+    EXPECT_THAT(feed(engine, "x 198.51.100.2 203.0.113.5", 2), IsEmpty());
+  }
+  {  // Unchanged: kept, as before.
+    Engine engine(Rules(pack("TARGET_KIND_IP", "a")), EngineOptions());
+    feed(engine, "x 203.0.113.5 198.51.100.1", 0);
+    feed(engine, "x 203.0.113.5 198.51.100.1", 1);
+    engine.SetRules(Rules(pack("TARGET_KIND_IP", "a")));
+    EXPECT_THAT(feed(engine, "x 203.0.113.5 198.51.100.1", 2), SizeIs(1));
   }
 }
 
@@ -1728,24 +2052,58 @@ TEST(EngineRangeWindowTest, AnAllowlistedAddressKeepsItsRangeFromADetection) {
   EXPECT_EQ(engine.live_windows(), 6u);  // the six addresses' windows, no range's
 }
 
-// An address that embeds an IPv4 one is that IPv4 host's: its neighbours are other hosts.
-TEST(EngineRangeWindowTest, AnAddressEmbeddingIpv4IsCountedPerAddressOnly) {
+// A NAT64 address (RFC 6052) is one IPv4 host's: its neighbours are other hosts, so it has no
+// range window.
+TEST(EngineRangeWindowTest, ANat64AddressIsCountedPerAddressOnly) {
   Engine engine(Rules(), RangeWindows());
-  // NAT64 (RFC 6052): 192.0.2.7, .8, .9.
+  // 192.0.2.7, .8, .9.
   EXPECT_THAT(FailFrom(engine, "64:ff9b::c000:207", 0), IsEmpty());
   EXPECT_THAT(FailFrom(engine, "64:ff9b::c000:208", 1), IsEmpty());
   EXPECT_THAT(FailFrom(engine, "64:ff9b::c000:209", 2), IsEmpty());
-  // 6to4 (RFC 3056) of a public IPv4 address, 8.8.8.8: a /64 of one IPv4 host's /48.
-  EXPECT_THAT(FailFrom(engine, "2002:808:808:1::1", 3), IsEmpty());
-  EXPECT_THAT(FailFrom(engine, "2002:808:808:1::2", 4), IsEmpty());
-  EXPECT_THAT(FailFrom(engine, "2002:808:808:1::3", 5), IsEmpty());
-  EXPECT_EQ(engine.live_windows(), 6u);
+  EXPECT_EQ(engine.live_windows(), 3u);
   // The address itself is still detected.
   FailFrom(engine, "64:ff9b::c000:207", 6);
   std::vector<Detection> d = FailFrom(engine, "64:ff9b::c000:207", 7);
   ASSERT_THAT(d, SizeIs(1));
   EXPECT_EQ(d[0].kind, palisade::v1::TargetKind::TARGET_KIND_IP);
   EXPECT_EQ(d[0].key, "64:ff9b::c000:207");
+}
+
+// A 6to4 address (RFC 3056) is one IPv4 host's, but that host holds the whole /48
+// (2002:WWXX:YYZZ::/48) and may take a new subnet and interface id of it for each try: its
+// tries count in the /48's window, whatever the configured prefix, and the detection is of the
+// /48 (a range the edge can block; never wider: the next /48 is another IPv4 host).
+TEST(EngineRangeWindowTest, A6to4HostRotatingWithinItsSlash48IsDetectedAsTheSlash48) {
+  for (int prefix : {64, 48}) {
+    Engine engine(Rules(), RangeWindows(prefix));
+    // 8.8.8.8's /48.
+    EXPECT_THAT(FailFrom(engine, "2002:808:808:1::1", 0), IsEmpty()) << prefix;
+    EXPECT_THAT(FailFrom(engine, "2002:808:808:2::2", 1), IsEmpty()) << prefix;
+    std::vector<Detection> d = FailFrom(engine, "2002:808:808:ffff::3", 2);
+    ASSERT_THAT(d, SizeIs(1)) << prefix;
+    EXPECT_EQ(d[0].kind, palisade::v1::TargetKind::TARGET_KIND_RANGE);
+    EXPECT_EQ(d[0].key, "2002:808:808::/48");
+    // The next /48 is another IPv4 host (8.8.8.9): counted apart.
+    EXPECT_THAT(FailFrom(engine, "2002:808:809:1::1", 3), IsEmpty()) << prefix;
+    EXPECT_THAT(FailFrom(engine, "2002:808:809:2::1", 4), IsEmpty()) << prefix;
+  }
+  // A 6to4 /48 of a non-public IPv4 host (10.0.0.1) has no window: it is never a ban target.
+  Engine engine(Rules(), RangeWindows());
+  for (int i = 1; i <= 3; ++i) {
+    EXPECT_THAT(FailFrom(engine, absl::StrCat("2002:a00:1:", i, "::1"), i), IsEmpty()) << i;
+  }
+}
+
+// A Teredo address (RFC 4380) keeps its client's IPv4 in its last 32 bits, below the server's
+// /64 that every client of that server shares: no range the edge can block holds one client's
+// addresses alone, so it is counted per address (as the address it is).
+TEST(EngineRangeWindowTest, ATeredoAddressIsCountedPerAddressOnly) {
+  Engine engine(Rules(), RangeWindows());
+  // One Teredo server (65.54.227.120), three clients (8.8.4.4, .5, .6).
+  EXPECT_THAT(FailFrom(engine, "2001:0:4136:e378:8000:63bf:f7f7:fbfb", 0), IsEmpty());
+  EXPECT_THAT(FailFrom(engine, "2001:0:4136:e378:8000:63bf:f7f7:fbfa", 1), IsEmpty());
+  EXPECT_THAT(FailFrom(engine, "2001:0:4136:e378:8000:63bf:f7f7:fbf9", 2), IsEmpty());
+  EXPECT_EQ(engine.live_windows(), 3u);
 }
 
 TEST(EngineRangeWindowTest, WithoutAPrefixAddressesAreCountedAloneAsBefore) {

@@ -1,15 +1,18 @@
 #include "services/engine/rule_set.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <bitset>
+#include <cerrno>
 #include <climits>
 #include <cstdint>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -1932,13 +1935,53 @@ absl::StatusOr<LoadedPack> ParseRulePack(absl::string_view text, absl::string_vi
   return out;
 }
 
+namespace {
+
+// The whole of a regular file. An ifstream opens a directory and reads it as 0 bytes, and a read
+// error mid-file looked like its end: either parsed as an empty (or cut) pack. O_NONBLOCK: a FIFO
+// is refused by fstat instead of blocking the open until a writer comes.
+absl::StatusOr<std::string> ReadPackFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    return absl::NotFoundError(
+        absl::StrCat(path, ": cannot open rule pack (", std::strerror(errno), ")"));
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(path, ": rule pack is not a regular file"));
+  }
+  std::string text;
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      return absl::UnavailableError(
+          absl::StrCat(path, ": cannot read rule pack (", std::strerror(err), ")"));
+    }
+    text.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return text;
+}
+
+}  // namespace
+
 absl::StatusOr<LoadedPack> LoadRulePackFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open rule pack"));
-  std::stringstream buf;
-  buf << in.rdbuf();
-  absl::StatusOr<LoadedPack> pack = ParseRulePack(buf.str(), path);
+  absl::StatusOr<std::string> text = ReadPackFile(path);
+  if (!text.ok()) return text.status();
+  absl::StatusOr<LoadedPack> pack = ParseRulePack(*text, path);
   if (!pack.ok()) return pack;
+  // A pack file is there for its rules: one with none is a file caught mid-write (truncated, not
+  // yet written) or emptied by mistake, and a reload that took it would drop that pack's rules
+  // and their windows. Refused, so the reload is and the running rules stay.
+  if (pack->pack.rules().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": pack has no rules"));
+  }
   // Both checks on one compile and one parse of each pattern; the compiled patterns go on with
   // the pack, for Compile.
   auto patterns = std::make_shared<PackPatterns>();

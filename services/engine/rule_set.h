@@ -72,7 +72,11 @@ struct LoadedPack {
 // Parses a textproto RulePack strictly: unknown fields and syntax errors are refused with
 // "file:line:column: reason". The pack name defaults to the file's base name.
 absl::StatusOr<LoadedPack> ParseRulePack(absl::string_view text, absl::string_view file);
-// ParseRulePack on the file's contents, then CheckKeyAnchoring.
+// ParseRulePack on the file's contents, then CheckKeyAnchoring. The file must be a regular one
+// that reads whole (kInvalidArgument naming it otherwise: a directory, or a FIFO, opened without
+// blocking; kUnavailable: a read error) and hold at least one rule ("FILE: pack has no rules"):
+// an empty (or ruleless) file is one caught mid-write, and a reload that took it would drop the
+// pack's rules.
 absl::StatusOr<LoadedPack> LoadRulePackFile(const std::string& path);
 
 // Where a pattern's key group sits relative to the fields a line's writer controls.

@@ -1,7 +1,13 @@
 #include "services/engine/rule_set.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <future>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -449,6 +455,43 @@ TEST(KeyAnchoringTest, AnInvalidRegexIsLeftToCompileWithItsRe2Error) {
 TEST(RuleSetTest, MissingFileIsNotFound) {
   EXPECT_THAT(LoadRulePackFile("/nonexistent/pack.textproto"),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("/nonexistent/pack.textproto")));
+}
+
+// A pack file caught between a truncate and a write (an editor, a config manager, a SIGHUP at
+// the wrong moment) parses as an empty pack; loaded, the reload would drop its rules and their
+// windows. Empty, a directory (which an ifstream opens and reads as 0 bytes), or a pack with no
+// rule: refused, naming the file, so the reload is refused and the running rules stay.
+TEST(RuleSetTest, AnEmptyFileADirectoryOrAPackWithNoRulesIsRefused) {
+  const std::string empty = WritePack("empty.textproto", "");
+  EXPECT_THAT(LoadRulePackFile(empty),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr(empty), HasSubstr("pack has no rules"))));
+  const std::string named_only = WritePack("named.textproto", "name: \"ssh\"\n");
+  EXPECT_THAT(LoadRulePackFile(named_only),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr(named_only), HasSubstr("pack has no rules"))));
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  EXPECT_THAT(LoadRulePackFile(dir),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr(dir), HasSubstr("not a regular file"))));
+}
+
+// A FIFO at a pack's path: opened without blocking (a blocking open waits for a writer that may
+// never come, and a reload with it) and refused. Run beside the test so a blocked open fails it
+// (after a minute, then unblocked by a writer) instead of hanging it.
+TEST(RuleSetTest, AFifoIsRefusedWithoutBlocking) {
+  const std::string fifo = std::string(std::getenv("TEST_TMPDIR")) + "/fifo.textproto";
+  unlink(fifo.c_str());
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
+  std::future<absl::StatusOr<LoadedPack>> loaded =
+      std::async(std::launch::async, [&fifo] { return LoadRulePackFile(fifo); });
+  if (loaded.wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
+    ADD_FAILURE() << "LoadRulePackFile blocked on a FIFO";
+    const int w = open(fifo.c_str(), O_WRONLY | O_NONBLOCK);  // lets the blocked open return
+    if (w >= 0) close(w);
+  }
+  EXPECT_THAT(loaded.get(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     AllOf(HasSubstr(fifo), HasSubstr("not a regular file"))));
 }
 
 }  // namespace

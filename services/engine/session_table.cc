@@ -53,7 +53,7 @@ const SessionTable::Session* SessionTable::FindLocked(const Shard& shard, const 
   auto it = shard.sessions.find(key);
   if (it == shard.sessions.end()) return nullptr;
   const Session& s = it->second;
-  if (time_ms - s.last_ms > ttl_ms_) return nullptr;
+  if (StaleAt(s, time_ms)) return nullptr;
   return &s;
 }
 
@@ -77,8 +77,10 @@ SessionTable::Map::iterator SessionTable::TouchLocked(Shard& shard, const IdKey&
   });
   if (!created) {
     Session& old = it->second;
-    // A session idle past ttl is a new one (a pid reused by a later connection).
-    if (time_ms - old.last_ms > ttl_ms_) {
+    // A session idle past ttl is a new one (a pid reused by a later connection); so is one
+    // whose last line is dated more than ttl after this one (a clock ahead must not keep it).
+    if (StaleAt(old, time_ms)) {
+      old.last_ms = time_ms;  // started over: its time is this line's, not the one ahead
       old.values.clear();
       old.failed = false;
       shard.pending -= old.pending.size();

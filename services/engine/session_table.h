@@ -15,7 +15,8 @@
 // (each with its evidence line, which the caller cuts to `max_pending_evidence_bytes`; past the cap
 // the oldest is dropped and counted in `pending_dropped`).
 // Bounded, whatever the lines an attacker makes a server write:
-//   - a session idle for longer than `ttl` in event time is absent to a reader at once, and its
+//   - a session idle for longer than `ttl` in event time is absent to a reader at once (so is
+//     one whose last line is dated more than `ttl` after the reader's: a clock ahead), and its
 //     memory is taken back by Expire / ExpireByStream (each session ages in the time of the
 //     stream that last wrote it, as the engine's windows do);
 //   - past `max_sessions`, or past `max_bytes` of accounted memory, the least recently seen
@@ -102,7 +103,7 @@ class SessionTable {
   // Drops the session's pending matches (counted in pending_dropped).
   void DropPending(absl::string_view id);
   // The session's value for `name` into `*value`; false when the session or the value is
-  // absent, or the session was idle for longer than ttl before `time`.
+  // absent, or the session's last line is more than ttl before or after `time`.
   bool Get(absl::string_view id, absl::string_view name, absl::Time time,
            std::string* value) const;
   // Whether the session failed (a line of it counted), under the same rule as Get.
@@ -174,7 +175,13 @@ class SessionTable {
   // control byte from the lowest 7, which the shard's bits would leave the same for all of a
   // shard's sessions (8 values of 128: more false candidates to compare on every lookup).
   Shard& ShardFor(const IdKey& key) const { return shards_[(key.hash >> 56) % kShards]; }
-  // The live session with `id`, or nullptr (absent, or idle past ttl before time_ms).
+  // A session is stale to a line at `time_ms` more than ttl from its last line, either way: a
+  // line dated ahead (a sender's clock a day fast) must not keep a pid's session, its address
+  // and failed mark, for a later connection reusing the pid.
+  bool StaleAt(const Session& s, int64_t time_ms) const {
+    return time_ms - s.last_ms > ttl_ms_ || s.last_ms - time_ms > ttl_ms_;
+  }
+  // The live session with `id`, or nullptr (absent, or stale at time_ms: StaleAt).
   const Session* FindLocked(const Shard& shard, const IdKey& key, int64_t time_ms) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // The session with `id` (created, or started over when idle past ttl), touched at `time_ms`

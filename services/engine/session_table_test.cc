@@ -97,6 +97,29 @@ TEST(SessionTableTest, IdleSessionsAreAbsentAtOnceAndExpireLater) {
   EXPECT_EQ(table.stats().bytes, 0u);
 }
 
+// A line dated far ahead (a sender's clock a day fast) does not keep its session for a day: a
+// later connection reusing the pid at the real time starts a fresh session, not failed and
+// without the old address, and a reader at the real time does not see the future one.
+TEST(SessionTableTest, ASessionDatedAheadIsStaleToALineAtTheRealTime) {
+  SessionOptions options;
+  options.ttl = absl::Minutes(10);
+  SessionTable table(options);
+  table.Note("sshd[1]", "ip", "203.0.113.7", /*failed=*/false, T(0), 1);
+  table.Note("sshd[1]", "ip", "203.0.113.7", /*failed=*/true, T(20 * 3600), 1);  // 20 h ahead
+  std::string value;
+  EXPECT_FALSE(table.Get("sshd[1]", "ip", T(60), &value));
+  EXPECT_FALSE(table.Failed("sshd[1]", T(60)));
+  // The pid reused by a later connection at the real time.
+  table.Note("sshd[1]", "user", "alice", /*failed=*/false, T(120), 1);
+  EXPECT_FALSE(table.Failed("sshd[1]", T(120)));
+  EXPECT_FALSE(table.Get("sshd[1]", "ip", T(120), &value));
+  ASSERT_TRUE(table.Get("sshd[1]", "user", T(120), &value));
+  EXPECT_EQ(value, "alice");
+  // Within ttl either way the session is the same one.
+  EXPECT_TRUE(table.Get("sshd[1]", "user", T(120 - 600), &value));
+  EXPECT_TRUE(table.Get("sshd[1]", "user", T(120 + 600), &value));
+}
+
 TEST(SessionTableTest, SessionsAgeInTheirOwnStreamsTime) {
   SessionTable table;
   table.Note("a", "ip", "203.0.113.7", false, T(0), 1);     // a live stream

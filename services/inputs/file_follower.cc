@@ -14,6 +14,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "services/common/fingerprint.h"
 
 namespace palisade {
@@ -114,7 +115,7 @@ size_t CompressedSuffix(absl::string_view name) {
 // mod 2^32); nullopt when `path` is no gzip file. Complete when read: the compressor removes the
 // uncompressed file only after it wrote the whole of this one.
 std::optional<uint32_t> GzipSize(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
   if (fd < 0) return std::nullopt;
   struct stat st;
   unsigned char magic[2] = {0, 0}, trailer[4];
@@ -131,7 +132,7 @@ std::optional<uint32_t> GzipSize(const std::string& path) {
 // corrupt); nullopt when `path` is no gzip file (xz, zstd: not told). Bounded: at most 1 MiB of
 // it is read (a few hundred bytes of text come from far less).
 std::optional<std::string> GunzipHead(const std::string& path, size_t bytes) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
   if (fd < 0) return std::nullopt;
   unsigned char magic[2] = {0, 0};
   if (::pread(fd, magic, 2, 0) != 2 || magic[0] != 0x1f || magic[1] != 0x8b) {
@@ -163,6 +164,131 @@ std::optional<std::string> GunzipHead(const std::string& path, size_t bytes) {
   ::close(fd);
   return out;
 }
+
+// Opens `path` to read (O_NONBLOCK) without following a symbolic link at its last component;
+// with `owned_links`, following those owned by root or the daemon's user, each of a chain (at
+// most 8), a relative target taken from the link's directory. Each link is judged as opened
+// (O_PATH) and its target read from that descriptor: no other link put at its name between the
+// look and the read is followed. -1 with errno set, ELOOP for a link not followed. The
+// directories above are looked up as usual: they are the configuration's, as logrotate's are
+// (but those below a trusted directory: OpenBelow).
+int OpenNoForeignLink(const std::string& path, bool owned_links) {
+  std::string at = path;
+  for (int links = 0; links <= 8; ++links) {
+    const int fd = ::open(at.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+    if (fd >= 0 || errno != ELOOP || !owned_links) return fd;
+    const int link = ::open(at.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (link < 0) return -1;
+    struct stat st;
+    char target[4096];
+    ssize_t n = -1;
+    if (::fstat(link, &st) == 0 && S_ISLNK(st.st_mode) &&
+        (st.st_uid == 0 || st.st_uid == ::geteuid())) {
+      n = ::readlinkat(link, "", target, sizeof(target));
+    }
+    ::close(link);
+    if (n <= 0 || static_cast<size_t>(n) >= sizeof(target)) {
+      errno = ELOOP;
+      return -1;
+    }
+    const absl::string_view to(target, static_cast<size_t>(n));
+    const size_t slash = at.rfind('/');
+    at = to[0] == '/' || slash == std::string::npos
+             ? std::string(to)
+             : absl::StrCat(absl::string_view(at).substr(0, slash + 1), to);
+  }
+  errno = ELOOP;
+  return -1;
+}
+
+// Opens `path` as OpenNoForeignLink does, its directories below `trusted` (one above it: a
+// glob's literal part) each opened in turn from the one before (openat, O_PATH | O_NOFOLLOW):
+// a link among them is followed only when root or the daemon's user owns it (ELOOP else), its
+// target resolved from that directory's descriptor, so a directory swapped for another user's
+// link between two polls leads nowhere. `path` not below `trusted`: OpenNoForeignLink.
+int OpenBelow(const std::string& trusted, const std::string& path, bool owned_links) {
+  if (trusted.empty() || !absl::StartsWith(path, trusted) || path.size() <= trusted.size() ||
+      (trusted.back() != '/' && path[trusted.size()] != '/')) {
+    return OpenNoForeignLink(path, owned_links);
+  }
+  const std::vector<std::string> parts =
+      absl::StrSplit(absl::string_view(path).substr(trusted.size()), '/', absl::SkipEmpty());
+  if (parts.empty()) return OpenNoForeignLink(path, owned_links);
+  int dir = ::open(trusted.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  auto fail = [&dir](int error) {
+    if (dir >= 0) ::close(dir);
+    errno = error;
+    return -1;
+  };
+  if (dir < 0) return -1;
+  // The target of the link open as `link` (owned by root or the daemon's user, else ELOOP),
+  // opened with `flags` from the directory `dir` the link is in.
+  auto through = [&dir](int link, int flags) {
+    struct stat st;
+    char target[4096];
+    ssize_t n = -1;
+    if (::fstat(link, &st) == 0 && S_ISLNK(st.st_mode) &&
+        (st.st_uid == 0 || st.st_uid == ::geteuid())) {
+      n = ::readlinkat(link, "", target, sizeof(target));
+    }
+    if (n <= 0 || static_cast<size_t>(n) >= sizeof(target)) {
+      errno = ELOOP;
+      return -1;
+    }
+    target[n] = '\0';
+    return ::openat(dir, target, flags);  // an absolute target: from the root
+  };
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    int next = ::openat(dir, parts[i].c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (next < 0) return fail(errno);
+    struct stat st;
+    if (::fstat(next, &st) != 0) {
+      const int error = errno;
+      ::close(next);
+      return fail(error);
+    }
+    if (S_ISLNK(st.st_mode)) {
+      const int to = through(next, O_PATH | O_DIRECTORY | O_CLOEXEC);
+      const int error = errno;
+      ::close(next);
+      if (to < 0) return fail(error);
+      next = to;
+    } else if (!S_ISDIR(st.st_mode)) {
+      ::close(next);
+      return fail(ENOTDIR);
+    }
+    ::close(dir);
+    dir = next;
+  }
+  const std::string& last = parts.back();
+  const int fd = ::openat(dir, last.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+  if (fd >= 0 || errno != ELOOP || !owned_links) return fd < 0 ? fail(errno) : (::close(dir), fd);
+  // The path's own link, of root's or the daemon's user: an absolute target is the link
+  // owner's choice, opened as a configured path's (each link of its chain judged: Kubernetes'
+  // containers/*.log -> pods/.../0.log -> docker's); a relative one from the link's directory
+  // (a link there again is not followed).
+  const int link = ::openat(dir, last.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (link < 0) return fail(errno);
+  struct stat st;
+  char target[4096];
+  ssize_t n = -1;
+  if (::fstat(link, &st) == 0 && S_ISLNK(st.st_mode) &&
+      (st.st_uid == 0 || st.st_uid == ::geteuid())) {
+    n = ::readlinkat(link, "", target, sizeof(target) - 1);
+  }
+  ::close(link);
+  if (n <= 0) return fail(ELOOP);
+  target[n] = '\0';
+  const int to = target[0] == '/' ? OpenNoForeignLink(target, true)
+                                  : ::openat(dir, target, O_RDONLY | O_CLOEXEC | O_NONBLOCK |
+                                                              O_NOFOLLOW);
+  if (to < 0) return fail(errno);
+  ::close(dir);
+  return to;
+}
+
+// The buffer a follower keeps between polls beyond a partial line's bytes.
+constexpr size_t kKeptBufferBytes = 16 * 1024;
 
 }  // namespace
 
@@ -198,7 +324,7 @@ bool FileFollower::RotatedFromElsewhere(absl::string_view rotated) const {
 void FileFollower::Close() {
   if (open_.fd >= 0) ::close(open_.fd);
   open_ = Open();
-  pending_.clear();
+  std::string().swap(pending_);  // its memory given back (a long record's up to 8 MiB)
   hole_from_ = 0;
   skipping_ = false;
   after_truncation_ = false;
@@ -223,10 +349,20 @@ absl::StatusOr<bool> FileFollower::OpenAt(const std::string& path, uint64_t offs
   Close();
   // O_NONBLOCK: a FIFO put at the path opens at once instead of waiting for a writer (with the
   // file inputs' lock held), and is refused below. On a regular file it changes nothing.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  const bool owned_links = options_.follow_owned_symlink && path == path_;
+  const int fd = OpenBelow(options_.trusted_dir, path, owned_links);
   if (fd < 0) {
-    if (errno == ENOENT) return false;
-    return absl::PermissionDeniedError(absl::StrCat(path, ": ", std::strerror(errno)));
+    const int error = errno;
+    if (error == ENOENT) return false;
+    // ELOOP is also a loop of directory links above the path: a link only when one is there.
+    struct stat link;
+    if (error == ELOOP && ::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, owned_links ? ": a symbolic link not owned by root or the daemon's user"
+                            : ": a symbolic link",
+          ", not followed"));
+    }
+    return absl::PermissionDeniedError(absl::StrCat(path, ": ", std::strerror(error)));
   }
   struct stat st;
   if (::fstat(fd, &st) != 0) {
@@ -256,15 +392,19 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
   // is the same file cannot be told, so nothing is decided; Poll tries again.
   std::string cannot_open;
   auto same_file = [&](const std::string& path) {
+    // A rotated name that is a symbolic link is no rotated file (FileFollowerOptions::
+    // follow_owned_symlink); the path's own link is judged where it is opened (OpenAt).
+    const bool rotated = path != path_;
     struct stat st;
-    if (::stat(path.c_str(), &st) != 0) {
+    if ((rotated ? ::lstat(path.c_str(), &st) : ::stat(path.c_str(), &st)) != 0) {
       if (errno != ENOENT) cannot_open = absl::StrCat(path, ": ", std::strerror(errno));
       return false;
     }
     if (st.st_dev != from.device() || st.st_ino != from.inode() || !S_ISREG(st.st_mode)) {
       return false;
     }
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    const int fd =
+        ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | (rotated ? O_NOFOLLOW : 0));
     if (fd < 0) {
       cannot_open = absl::StrCat(path, ": ", std::strerror(errno));
       return false;
@@ -394,7 +534,7 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
 bool FileFollower::RestKeptElsewhere(const palisade::v1::FileCheckpoint& from) const {
   for (const std::string& name : RotatedNames(path_)) {
     struct stat st;
-    if (::stat(name.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+    if (::lstat(name.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
         static_cast<uint64_t>(st.st_size) >= from.offset() && IsCopyOf(name, from)) {
       return true;
     }
@@ -405,7 +545,7 @@ bool FileFollower::RestKeptElsewhere(const palisade::v1::FileCheckpoint& from) c
 void FileFollower::QueueRotatedAfter(const std::string& resumed_in,
                                      const palisade::v1::FileCheckpoint& left) {
   struct stat resumed;
-  if (::stat(resumed_in.c_str(), &resumed) != 0) return;
+  if (::lstat(resumed_in.c_str(), &resumed) != 0) return;
   QueueWrittenAfter(WrittenNs(resumed), resumed_in, {resumed.st_dev, resumed.st_ino}, left);
 }
 
@@ -428,7 +568,7 @@ void FileFollower::QueueWrittenAfter(int64_t after_ns, const std::string& name,
   for (const std::string& rotated : RotatedNames(path_)) {
     struct stat st;
     if (rotated == name || !RotatedName(rotated, path_) ||
-        ::stat(rotated.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
+        ::lstat(rotated.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
         (st.st_dev == file.first && st.st_ino == file.second) ||
         (path_there && st.st_dev == now.st_dev && st.st_ino == now.st_ino) ||
         FollowedElsewhere(rotated, st.st_dev, st.st_ino) || RotatedFromElsewhere(rotated)) {
@@ -475,7 +615,7 @@ void FileFollower::QueueWrittenAfter(int64_t after_ns, const std::string& name,
   });
   for (const auto& [when, rotated] : newer) {
     struct stat st;
-    if (::stat(rotated.c_str(), &st) != 0) continue;
+    if (::lstat(rotated.c_str(), &st) != 0) continue;
     palisade::v1::FileCheckpoint c;
     c.set_path(rotated);
     c.set_device(st.st_dev);
@@ -489,10 +629,20 @@ absl::StatusOr<size_t> FileFollower::ReadMore() {
   if (fingerprint_bytes_ < options_.fingerprint_bytes) {
     fingerprint_ = FingerprintOf(open_.fd, &fingerprint_bytes_);  // the file was short: again
   }
+  // What the file holds past the offset, at most read_bytes: the buffer grows by what is there.
+  // Grown by a read's worth each time (resize zero-fills), an idle follower wrote 256 KiB of
+  // zeros at each poll, 20 times a second, and kept them.
+  struct stat st;
+  if (::fstat(open_.fd, &st) != 0) {
+    return absl::DataLossError(absl::StrCat(path_, ": fstat failed: ", std::strerror(errno)));
+  }
+  if (static_cast<uint64_t>(st.st_size) <= read_offset_) return 0;
+  const size_t want = static_cast<size_t>(
+      std::min<uint64_t>(options_.read_bytes, static_cast<uint64_t>(st.st_size) - read_offset_));
   const size_t old = pending_.size();
-  pending_.resize(old + options_.read_bytes);
-  const ssize_t n = ::pread(open_.fd, pending_.data() + old, options_.read_bytes,
-                            static_cast<off_t>(read_offset_));
+  pending_.resize(old + want);
+  const ssize_t n =
+      ::pread(open_.fd, pending_.data() + old, want, static_cast<off_t>(read_offset_));
   if (n < 0) {
     pending_.resize(old);
     return absl::DataLossError(absl::StrCat(path_, ": read failed: ", std::strerror(errno)));
@@ -542,7 +692,12 @@ size_t FileFollower::TakeLines(size_t max_lines, size_t* bytes_left,
       continue;
     }
     if (nl == std::string::npos) {
-      if (size - at <= options_.max_line_bytes) break;  // wait for the newline
+      // Wait for the newline; also after a line of exactly the cap and its CRLF's "\r" (the
+      // "\r" is no part of the line: cut here, the whole line was handed out as cut).
+      if (size - at <= options_.max_line_bytes ||
+          (size - at == options_.max_line_bytes + 1 && data[size - 1] == '\r')) {
+        break;
+      }
       hand_out(absl::string_view(data + at, options_.max_line_bytes));
       ++stats_.cut_lines;
       skipping_ = true;
@@ -650,7 +805,7 @@ absl::StatusOr<bool> FileFollower::NextFile() {
     std::string at;
     auto is_next = [&next](const std::string& p) {
       struct stat st;
-      return ::stat(p.c_str(), &st) == 0 && st.st_dev == next.device() &&
+      return ::lstat(p.c_str(), &st) == 0 && st.st_dev == next.device() &&
              st.st_ino == next.inode();
     };
     if (is_next(next.path())) {
@@ -704,7 +859,7 @@ std::string FileFollower::RotatedNameOfOpen() const {
   if (open_.fd < 0) return "";
   for (const std::string& rotated : RotatedNames(path_)) {
     struct stat st;
-    if (RotatedName(rotated, path_) && ::stat(rotated.c_str(), &st) == 0 &&
+    if (RotatedName(rotated, path_) && ::lstat(rotated.c_str(), &st) == 0 &&
         st.st_dev == open_.device && st.st_ino == open_.inode) {
       return rotated;
     }
@@ -797,6 +952,13 @@ absl::StatusOr<size_t> FileFollower::Poll(size_t max_lines,
     if (!*switched) break;
   }
   stopped_at_limit_ = taken >= max_lines || bytes_left == 0;
+  // Caught up: what stays allocated is about a partial line's bytes, not a read's or a long
+  // record's (up to 8 MiB for a JSON format) held by every idle follower of a glob. Kept while
+  // more is to be read at once (the next batch's Poll fills it again).
+  if (!stopped_at_limit_ && pending_.capacity() > kKeptBufferBytes &&
+      pending_.capacity() > 2 * pending_.size()) {
+    pending_.shrink_to_fit();
+  }
   struct stat st;
   const bool stated = open_.fd >= 0 && ::fstat(open_.fd, &st) == 0;
   if (stated) written_ns_ = WrittenNs(st);  // with the lines handed out in it
@@ -822,7 +984,7 @@ std::string FileFollower::CopyOf(const palisade::v1::FileCheckpoint& at, uint64_
   std::pair<int64_t, int64_t> newest;
   for (const std::string& rotated : RotatedNames(path_)) {
     struct stat st;
-    if (!RotatedName(rotated, path_) || ::stat(rotated.c_str(), &st) != 0 ||
+    if (!RotatedName(rotated, path_) || ::lstat(rotated.c_str(), &st) != 0 ||
         !S_ISREG(st.st_mode) || (st.st_dev == at.device() && st.st_ino == at.inode()) ||
         static_cast<uint64_t>(st.st_size) <= at.offset() ||
         FollowedElsewhere(rotated, st.st_dev, st.st_ino) || !IsCopyOf(rotated, at)) {
@@ -892,7 +1054,7 @@ void FileFollower::CompressedCopyLost(const palisade::v1::FileCheckpoint& at) {
     struct stat st;
     if (ext == 0) continue;
     const absl::string_view stripped = absl::string_view(name).substr(0, name.size() - ext);
-    if (!RotatedName(stripped, path_) || ::stat(name.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
+    if (!RotatedName(stripped, path_) || ::lstat(name.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
         WrittenNs(st) < at.written_ns() || RotatedFromElsewhere(stripped)) {
       continue;
     }
@@ -923,7 +1085,7 @@ void FileFollower::CompressedCopyLost(const palisade::v1::FileCheckpoint& at) {
   // that. One smaller than the position is another file (the follower's file below 4 GiB), or
   // a copy past 4 GiB: how much was lost is not known.
   struct stat gz;
-  const bool exact = at.offset() < (uint64_t{1} << 32) && ::stat(newest.c_str(), &gz) == 0 &&
+  const bool exact = at.offset() < (uint64_t{1} << 32) && ::lstat(newest.c_str(), &gz) == 0 &&
                      static_cast<uint64_t>(gz.st_size) < (uint64_t{1} << 32) / 1032;
   if (size.has_value() && (at.offset() >= (uint64_t{1} << 32) || *size >= at.offset())) {
     loss.bytes = static_cast<uint32_t>(*size - static_cast<uint32_t>(at.offset()));

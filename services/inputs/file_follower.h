@@ -26,7 +26,12 @@
 //     (its space freed; descriptors do not pile up) and its path waited for again;
 //   - a path that is not a regular file (a FIFO, a socket, a device) is refused, each Poll an
 //     error naming it (kFailedPrecondition): it is opened without blocking, never read;
-//   - lines longer than max_line_bytes are cut there and counted.
+//   - lines longer than max_line_bytes are cut there and counted;
+//   - a symbolic link is not followed (O_NOFOLLOW; its rotated names lstat'ed, a link among them
+//     no rotated file), but at a configured path owned by root or the daemon's user
+//     (FileFollowerOptions::follow_owned_symlink): an error naming the path, each Poll;
+//   - between polls the read buffer holds about a partial line (a read grows it by what the
+//     file holds, not by read_bytes zero-filled; a long record's room is given back).
 // Which files were rotated after another the names say when they are of one scheme (PATH.N
 // counts down, a date up; a clock stepped back moves no name), else their last writes; a name
 // does not admit a file its last write says is older unless the clock was seen stepped back (a
@@ -90,6 +95,21 @@ struct FileFollowerOptions {
   // be a rotated copy of): the file's first bytes can be checked there.
   std::function<bool(const std::string& name, uint64_t device, uint64_t inode)>
       followed_elsewhere;
+  // Whether the path may be a symbolic link: a configured path's or a glob's match (FileInputs
+  // sets it for a link it found root's or the daemon's), and only a link owned by root or by
+  // the daemon's user (the same of each link it leads to), as logrotate trusts no directory
+  // others may write. Without it the path is opened with O_NOFOLLOW, and so are the path's
+  // rotated files always (PATH.1, PATH-YYYYMMDD: not looked at when they are links):
+  // whoever owns a log directory could otherwise point a log's name at a file the daemon may
+  // read (its API token) and have its content read as log lines.
+  bool follow_owned_symlink = false;
+  // A directory above the path trusted as the configuration's (a glob's literal part: the
+  // directories before its first wildcard). Set, each directory below it down to the path's is
+  // opened in turn (openat, O_PATH | O_NOFOLLOW) and a link among them followed only when root
+  // or the daemon's user owns it: whoever owns a directory a glob matched into could otherwise
+  // swap it for a link to a secret's directory between two polls (seen as a rotation) and have
+  // the secret read. Empty: the directories above the path are looked up as usual.
+  std::string trusted_dir;
 };
 
 struct FollowerStats {
@@ -133,6 +153,8 @@ class FileFollower {
   // be polled for at once.
   bool stopped_at_limit() const { return stopped_at_limit_; }
   const std::string& path() const { return path_; }
+  // The bytes the follower's read buffer holds allocated between polls (a partial line's).
+  size_t buffer_bytes() const { return pending_.capacity(); }
   // The files read to their end and let go of at a rotation (rename + create) since the last
   // call, each as its checkpoint there (device, inode, fingerprint): a glob that matches them
   // under their new names tells them from new files (FileInputs). At most the last 16.

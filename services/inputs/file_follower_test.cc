@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <memory>
 
@@ -1514,6 +1515,192 @@ TEST_F(FileFollowerTest, AReplacedOrTruncatedFileIsReadFromItsStart) {
   std::ofstream(path_, std::ios::trunc | std::ios::binary) << "c1\nc2\n";
   FileFollower other(path_, {}, checkpoint);
   EXPECT_THAT(Poll(other), ElementsAre("c1", "c2"));
+}
+
+// An idle follower (caught up, nothing new) holds no read buffer and grows none at each poll:
+// before 2026-12-07 every poll zero-filled read_bytes (256 KiB) into its pending buffer and
+// kept it, so each of a glob's followers held at least that.
+TEST_F(FileFollowerTest, AnIdleFollowerHoldsNoReadBuffer) {
+  Append("one\ntwo\n");
+  FileFollower f(path_);
+  EXPECT_THAT(Poll(f), ElementsAre("one", "two"));
+  EXPECT_LT(f.buffer_bytes(), 4096u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_THAT(Poll(f), IsEmpty());
+    EXPECT_LT(f.buffer_bytes(), 4096u) << "poll " << i;
+  }
+  // A partial line waits in a buffer of its size, not of a read's.
+  Append("thr");
+  EXPECT_THAT(Poll(f), IsEmpty());
+  EXPECT_LT(f.buffer_bytes(), 4096u);
+  Append("ee\n");
+  EXPECT_THAT(Poll(f), ElementsAre("three"));
+}
+
+// A long record (a JSON format reads one whole up to 8 MiB) is not held on to once handed out.
+TEST_F(FileFollowerTest, ALongLineDoesNotKeepItsBuffer) {
+  FileFollowerOptions options;
+  options.max_line_bytes = 4 << 20;
+  options.max_batch_bytes = 8 << 20;
+  Append(std::string(3 << 20, 'x') + "\nshort\npart");
+  FileFollower f(path_, options);
+  std::vector<std::string> lines = Poll(f);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0].size(), size_t{3 << 20});
+  EXPECT_EQ(lines[1], "short");
+  EXPECT_LT(f.buffer_bytes(), 4096u);  // "part" waits, in a buffer of its size
+  Append("ial\n");
+  EXPECT_THAT(Poll(f), ElementsAre("partial"));
+  EXPECT_LT(f.buffer_bytes(), 4096u);
+}
+
+// A path that is a symbolic link is followed only when the follower may (a configured path:
+// follow_owned_symlink) and the link is root's or the daemon's own: whoever owns a log directory
+// could otherwise point a log's name at a secret the daemon can read (its API token) and have
+// it read as log lines.
+TEST_F(FileFollowerTest, ASymlinkIsFollowedOnlyWhenAllowedAndOwnedByRootOrTheDaemon) {
+  const std::string secret = path_ + ".secret";
+  std::ofstream(secret, std::ios::trunc) << "token\n";
+  std::remove(path_.c_str());
+  ASSERT_EQ(::symlink(secret.c_str(), path_.c_str()), 0);
+  {
+    FileFollower glob(path_);  // a glob's match: no link followed
+    std::vector<std::string> lines;
+    absl::StatusOr<size_t> n = glob.Poll(10, &lines);
+    EXPECT_EQ(n.status().code(), absl::StatusCode::kFailedPrecondition) << n.status();
+    EXPECT_THAT(std::string(n.status().message()), ::testing::HasSubstr("symbolic link"));
+    EXPECT_THAT(lines, IsEmpty());
+  }
+  FileFollowerOptions named;
+  named.follow_owned_symlink = true;
+  {
+    FileFollower f(path_, named);  // the tests run as root: the link is the daemon's own
+    EXPECT_THAT(Poll(f), ElementsAre("token"));
+  }
+  // A link of another user's is not followed, even for a configured path.
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to give the link another owner";
+  ASSERT_EQ(::lchown(path_.c_str(), 12345, 12345), 0);
+  FileFollower f(path_, named);
+  std::vector<std::string> lines;
+  absl::StatusOr<size_t> n = f.Poll(10, &lines);
+  EXPECT_EQ(n.status().code(), absl::StatusCode::kFailedPrecondition) << n.status();
+  EXPECT_THAT(lines, IsEmpty());
+  std::remove(path_.c_str());
+}
+
+// A rotated name of the path (PATH.1) that is a symbolic link is no rotated file: the files
+// rotated after a checkpoint given up are read first, and a link there was read as one of them.
+TEST_F(FileFollowerTest, ARotatedNameThatIsASymlinkIsNotRead) {
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    Append("a1\n");
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    checkpoint = f.checkpoint();
+  }
+  ASSERT_GT(checkpoint.written_ns(), 0);
+  // The checkpoint's file gone from every name the follower looks at (kept elsewhere: its
+  // inode is not reused by the files made next).
+  const std::string kept = path_ + "_kept";
+  ASSERT_EQ(std::rename(path_.c_str(), kept.c_str()), 0);
+  const std::string secret = path_ + "_secret";
+  std::ofstream(secret, std::ios::trunc) << "token\n";
+  WrittenAgo(secret, -60);  // written after the checkpoint, as a file rotated after it would be
+  ASSERT_EQ(::symlink(secret.c_str(), (path_ + ".1").c_str()), 0);
+  Append("b1\n");
+  WrittenAgo(path_, -120);
+  FileFollower again(path_, {}, checkpoint);
+  std::vector<std::string> lines;
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<size_t> n = again.Poll(100, &lines);
+    EXPECT_TRUE(n.ok()) << n.status();
+  }
+  EXPECT_THAT(lines, ElementsAre("b1"));
+  std::remove((path_ + ".1").c_str());
+}
+
+// A CRLF line of exactly the cap whose read ends just after its "\r" (its "\n" not written
+// yet) waits for its newline: it was handed out as cut (ship --follow's cap is the pipeline's).
+TEST_F(FileFollowerTest, ACrlfLineOfExactlyTheCapEndingAtItsCrIsNotCut) {
+  FileFollowerOptions options;
+  options.max_line_bytes = 64;  // the least a follower takes
+  const std::string line(64, 'x');
+  Append(line + "\r");
+  FileFollower f(path_, options);
+  EXPECT_THAT(Poll(f), IsEmpty());
+  Append("\nnext\r\n");
+  EXPECT_THAT(Poll(f), ElementsAre(line, "next"));
+  EXPECT_EQ(f.stats().cut_lines, 0u);
+}
+
+// A path under a loop of directory links fails to open with ELOOP: no link at the path itself,
+// so not said to be one.
+TEST_F(FileFollowerTest, ADirectoryLinkLoopIsNotCalledALinkAtThePath) {
+  const std::string loop = path_ + ".loop";
+  std::remove(loop.c_str());
+  ASSERT_EQ(::symlink(loop.c_str(), loop.c_str()), 0);
+  FileFollowerOptions named;
+  named.follow_owned_symlink = true;
+  for (bool owned : {false, true}) {
+    FileFollower f(loop + "/app.log", owned ? named : FileFollowerOptions());
+    std::vector<std::string> lines;
+    absl::StatusOr<size_t> n = f.Poll(10, &lines);
+    ASSERT_FALSE(n.ok());
+    EXPECT_THAT(std::string(n.status().message()),
+                ::testing::Not(::testing::HasSubstr("a symbolic link")));
+    EXPECT_THAT(std::string(n.status().message()), ::testing::HasSubstr(std::strerror(ELOOP)));
+  }
+  std::remove(loop.c_str());
+}
+
+
+// A follower given the directory its path is trusted below (a glob's literal part) opens each
+// directory under it without following another user's link: the file's directory swapped for
+// such a link to a secret's directory looked like a rotation, and the secret was read.
+TEST_F(FileFollowerTest, ADirectorySwappedForAnotherUsersLinkIsNotFollowed) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to give a link another owner";
+  const std::string root = path_ + ".d";
+  ASSERT_EQ(std::system(absl::StrCat("rm -rf ", root, " && mkdir -p ", root, "/www/t1/logs ",
+                                     root, "/secrets")
+                            .c_str()),
+            0);
+  Append("l1\n", root + "/www/t1/logs/cf_token");
+  Append("SECRET\n", root + "/secrets/cf_token");
+  FileFollowerOptions options;
+  options.trusted_dir = root + "/www";
+  FileFollower f(root + "/www/t1/logs/cf_token", options);
+  EXPECT_THAT(Poll(f), ElementsAre("l1"));
+  ASSERT_EQ(::rename((root + "/www/t1/logs").c_str(), (root + "/www/t1/x").c_str()), 0);
+  ASSERT_EQ(::symlink((root + "/secrets").c_str(), (root + "/www/t1/logs").c_str()), 0);
+  ASSERT_EQ(::lchown((root + "/www/t1/logs").c_str(), 12345, 12345), 0);
+  for (int i = 0; i < 3; ++i) {
+    std::vector<std::string> lines;
+    (void)f.Poll(10, &lines);
+    EXPECT_THAT(lines, IsEmpty());
+  }
+  // Root's own link there is followed.
+  ASSERT_EQ(::lchown((root + "/www/t1/logs").c_str(), 0, 0), 0);
+  FileFollower trusted(root + "/www/t1/logs/cf_token", options);
+  EXPECT_THAT(Poll(trusted), ElementsAre("SECRET"));
+}
+
+
+// Below a trusted directory the path's own link of root's or the daemon's user is followed
+// through a chain of such links (Kubernetes: containers/x.log -> pods/.../0.log -> docker's).
+TEST_F(FileFollowerTest, BelowATrustedDirectoryAChainOfOwnedLinksIsFollowed) {
+  const std::string root = path_ + ".k";
+  ASSERT_EQ(std::system(absl::StrCat("rm -rf ", root, " && mkdir -p ", root, "/containers ",
+                                     root, "/pods ", root, "/docker")
+                            .c_str()),
+            0);
+  Append("c1\n", root + "/docker/x-json.log");
+  ASSERT_EQ(::symlink((root + "/docker/x-json.log").c_str(), (root + "/pods/0.log").c_str()), 0);
+  ASSERT_EQ(::symlink((root + "/pods/0.log").c_str(), (root + "/containers/x.log").c_str()), 0);
+  FileFollowerOptions options;
+  options.trusted_dir = root;
+  options.follow_owned_symlink = true;
+  FileFollower f(root + "/containers/x.log", options);
+  EXPECT_THAT(Poll(f), ElementsAre("c1"));
 }
 
 }  // namespace

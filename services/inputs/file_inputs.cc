@@ -14,6 +14,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "services/formats/json_parser.h"
 #include "services/formats/line_parser.h"
 
@@ -53,28 +55,101 @@ bool Named(const palisade::v1::FileInput& config, const std::string& path) {
   return false;
 }
 
+// Whether a symbolic link may be followed: root's or the daemon's user's, as a configured path's
+// (FileFollowerOptions::follow_owned_symlink). Another user's could lead to any file the daemon
+// may read (its API token) and have it read as log lines.
+bool TrustedLink(const struct stat& st) { return st.st_uid == 0 || st.st_uid == ::geteuid(); }
+
 struct Match {
   std::string path;
-  struct stat st;
+  struct stat st;     // through a link followed
+  bool link = false;  // a symbolic link of root's or the daemon's user, followed
+  // A symbolic link of another user's, or under one: skipped.
+  bool foreign_link = false;
 };
 
-// What `pattern` matches, each with its stat: the files, and what is neither a file nor a
-// directory (a FIFO, a socket: the caller says it skips them). Directories and compressed files
-// are left out.
+// What `pattern` (absolute) matches: the files, and what is neither a file nor a directory (a
+// FIFO, a socket: the caller says it skips them). Directories, compressed files and links that
+// lead nowhere are left out. A link is followed only when root or the daemon's user owns it
+// (Kubernetes' /var/log/containers/*.log, rotatelogs -L's live name), at the last part and at
+// each directory part from the first a wildcard matched on (glob(3) goes through them all: with
+// /var/www/*/storage/logs/*, a tenant's storage/logs -> /etc/palisade); the parts above are
+// the configuration's. Whatever another user's link leads to is marked foreign_link.
+// The directory before `pattern`'s first part with a wildcard: the configuration's, trusted;
+// below it a glob's follower opens each directory without following another user's link
+// (FileFollowerOptions::trusted_dir).
+std::string LiteralDir(const std::string& pattern) {
+  std::string dir;
+  for (absl::string_view part : absl::StrSplit(pattern, '/', absl::SkipEmpty())) {
+    if (IsGlob(std::string(part))) break;
+    absl::StrAppend(&dir, "/", part);
+  }
+  return dir.empty() ? "/" : dir;
+}
+
 std::vector<Match> Glob(const std::string& pattern) {
+  const std::vector<absl::string_view> pattern_parts =
+      absl::StrSplit(pattern, '/', absl::SkipEmpty());
+  size_t wild = 0;
+  while (wild < pattern_parts.size() && !IsGlob(std::string(pattern_parts[wild]))) ++wild;
   std::vector<Match> out;
   glob_t g;
   if (::glob(pattern.c_str(), 0, nullptr, &g) == 0) {
     for (size_t i = 0; i < g.gl_pathc; ++i) {
       Match m;
       m.path = g.gl_pathv[i];
-      if (::stat(m.path.c_str(), &m.st) == 0 && !S_ISDIR(m.st.st_mode) && !Compressed(m.path)) {
-        out.push_back(std::move(m));
+      if (Compressed(m.path) || ::lstat(m.path.c_str(), &m.st) != 0 || S_ISDIR(m.st.st_mode)) {
+        continue;
       }
+      const std::vector<absl::string_view> parts =
+          absl::StrSplit(m.path, '/', absl::SkipEmpty());
+      std::string dir;
+      for (size_t part = 0; part + 1 < parts.size() && !m.foreign_link; ++part) {
+        absl::StrAppend(&dir, "/", parts[part]);
+        struct stat st;
+        m.foreign_link = part >= wild && ::lstat(dir.c_str(), &st) == 0 && S_ISLNK(st.st_mode) &&
+                         !TrustedLink(st);
+      }
+      if (!m.foreign_link && S_ISLNK(m.st.st_mode)) {
+        m.foreign_link = !TrustedLink(m.st);
+        if (!m.foreign_link) {
+          // Its chain of links is judged again as the follower opens it (O_PATH, each link's
+          // owner): a link put between this look and that open is not followed.
+          if (::stat(m.path.c_str(), &m.st) != 0 || S_ISDIR(m.st.st_mode)) continue;
+          m.link = true;
+        }
+      }
+      out.push_back(std::move(m));
     }
   }
   ::globfree(&g);
   return out;
+}
+
+// The paths `path` may be a rotated name of (RotatedCopyOf, FileFollower::RotatedName): `path`
+// less a suffix of a separator, a digit and more digits and separators. Found from the name
+// rather than by trying every path the globs match against every other (quadratic: 60,000
+// files in a globbed directory were 3.6e9 comparisons a round).
+std::vector<std::string> RotatedBases(absl::string_view path) {
+  std::vector<std::string> out;
+  auto separator = [](char c) { return c == '.' || c == '-' || c == '_'; };
+  for (size_t i = path.size();
+       i > 0 && (absl::ascii_isdigit(path[i - 1]) || separator(path[i - 1])); --i) {
+    if (separator(path[i - 1]) && i < path.size() && absl::ascii_isdigit(path[i])) {
+      out.emplace_back(path.substr(0, i - 1));
+    }
+  }
+  return out;
+}
+
+// Files an input follows at most when its config says none (FileInput.max_files).
+constexpr uint32_t kDefaultMaxFiles = 1024;
+// And at most, all inputs together (FileInputs::Create refuses more): each file followed holds
+// a descriptor of the unit's LimitNOFILE (65,536), which gRPC, Logpush and snapshot writes share.
+constexpr uint32_t kMaxMaxFiles = 16384;
+
+size_t MaxFiles(const palisade::v1::FileInput& f) {
+  return f.max_files() > 0 ? f.max_files() : kDefaultMaxFiles;
 }
 
 }  // namespace
@@ -153,11 +228,19 @@ absl::StatusOr<std::unique_ptr<FileInputs>> FileInputs::Create(
                   .Help("Lines of a file input longer than its cap (engine.max_line_bytes; "
                         "JSON: max_record_bytes), cut there and their rest dropped.")
                   .Register(registry);
+  auto& not_followed =
+      prometheus::BuildGauge()
+          .Name("palisade_input_files_not_followed")
+          .Help("Files a file input's globs match and it does not follow, past its max_files "
+                "(inputs.files.max_files; copies told by their content, app.log.old, which "
+                "would be left out anyway, may be among them).")
+          .Register(registry);
   auto& lag = prometheus::BuildGauge()
                   .Name("palisade_input_lag_bytes")
                   .Help("Bytes written to a file input's files and not yet taken.")
                   .Register(registry);
   std::set<std::string> names;
+  size_t max_files = 0;
   absl::MutexLock lock(&inputs->mu_);
   for (int i = 0; i < config.files_size(); ++i) {
     const palisade::v1::FileInput& f = config.files(i);
@@ -174,6 +257,19 @@ absl::StatusOr<std::unique_ptr<FileInputs>> FileInputs::Create(
       return absl::InvalidArgumentError(where + "the decisions stream is Palisade's own, not a log");
     }
     if (f.paths().empty()) return absl::InvalidArgumentError(where + "no paths");
+    if (f.max_files() > kMaxMaxFiles) {
+      // Each file followed holds a descriptor, from the unit's LimitNOFILE (65,536) that gRPC,
+      // Logpush and snapshot writes share: a cap near it would not keep theirs.
+      return absl::InvalidArgumentError(absl::StrCat(where, "max_files ", f.max_files(),
+                                                     " is over ", kMaxMaxFiles));
+    }
+    max_files += MaxFiles(f);
+    if (max_files > kMaxMaxFiles) {
+      // Four inputs of 16,384 would take every descriptor: bounded together too.
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "the file inputs' max_files (1,024 where not set) add up to ", max_files,
+          " with this one's, over ", kMaxMaxFiles));
+    }
     for (const std::string& path : f.paths()) {
       if (path.empty() || path[0] != '/') {
         return absl::InvalidArgumentError(where + "path \"" + path + "\" must be absolute");
@@ -202,6 +298,7 @@ absl::StatusOr<std::unique_ptr<FileInputs>> FileInputs::Create(
     input.errors = &errors.Add({{"input", f.name()}});
     input.cut = &cut.Add({{"input", f.name()}});
     input.lag = &lag.Add({{"input", f.name()}});
+    input.not_followed = &not_followed.Add({{"input", f.name()}});
     for (const palisade::v1::FileCheckpoint& c : inputs->options_.checkpoints) {
       if (c.input() == f.name()) input.restored[c.path()] = c;
     }
@@ -247,16 +344,23 @@ void FileInputs::DiscoverLocked(Input& input) {
   std::vector<std::string> paths;
   std::map<std::string, FileKey> globbed;  // the regular files the globs match
   std::map<std::string, uint64_t> sizes;   // and their sizes
-  std::set<std::string> not_regular;
+  std::map<std::string, int64_t> written;  // and when each was last written (ns)
+  std::set<std::string> linked;  // the matches that are links of root's or the daemon's user
+  std::map<std::string, std::string> trusted_dir;  // each match's glob's literal directory
+  // And what they match that is not read, and whether that is for another user's link.
+  std::map<std::string, bool> not_regular;
   for (const std::string& p : input.config.paths()) {
     if (IsGlob(p)) {
       for (Match& m : Glob(p)) {
-        if (S_ISREG(m.st.st_mode)) {
+        if (!m.foreign_link && S_ISREG(m.st.st_mode)) {
           globbed[m.path] = {m.st.st_dev, m.st.st_ino};
           sizes[m.path] = static_cast<uint64_t>(m.st.st_size);
+          written[m.path] = int64_t{m.st.st_mtim.tv_sec} * 1000000000 + m.st.st_mtim.tv_nsec;
+          if (m.link) linked.insert(m.path);
+          trusted_dir.emplace(m.path, LiteralDir(p));
           paths.push_back(std::move(m.path));
         } else {
-          not_regular.insert(std::move(m.path));
+          not_regular[std::move(m.path)] = m.foreign_link;
         }
       }
     } else {
@@ -264,14 +368,32 @@ void FileInputs::DiscoverLocked(Input& input) {
     }
   }
   // A FIFO or a socket a glob matches has no offsets to follow (and opening a FIFO waits for a
-  // writer): skipped, said once (and counted once as an error) while the glob matches it.
-  for (const std::string& path : not_regular) {
+  // writer), another user's link may lead to a secret (Glob): skipped, said once (and counted
+  // once as an error) while the glob matches it.
+  for (const auto& [path, link] : not_regular) {
     if (!input.skipped.insert(path).second) continue;
     input.errors->Increment();
-    Log(absl::StrCat("input ", input.config.name(), ": ", path, ": not a regular file, skipped"));
+    Log(absl::StrCat("input ", input.config.name(), ": ", path,
+                     link ? ": a symbolic link not owned by root or the daemon's user, or under "
+                            "one, skipped (its owner could point it at any file the daemon may "
+                            "read)"
+                          : ": not a regular file, skipped"));
   }
   for (auto it = input.skipped.begin(); it != input.skipped.end();) {
     it = not_regular.count(*it) > 0 ? std::next(it) : input.skipped.erase(it);
+  }
+  // A glob's match followed and now another user's link, or under one (its directory swapped
+  // for a link): its follower is dropped (it opens nothing through the link: trusted_dir; kept,
+  // it counted an error each poll), once what it read was taken.
+  for (auto it = input.files.begin(); it != input.files.end();) {
+    auto bad = not_regular.find(it->first);
+    if (bad == not_regular.end() || !bad->second || Named(input.config, it->first) ||
+        !it->second.ahead.empty()) {
+      ++it;
+      continue;
+    }
+    input.published.erase(it->first);
+    it = input.files.erase(it);
   }
   // The files the followers have open, and those they read to their end across a rotation.
   std::set<FileKey> open;
@@ -295,18 +417,25 @@ void FileInputs::DiscoverLocked(Input& input) {
   // their own (access.log.2026-12-07 of rotatelogs beside a stale access.log, app.log-1).
   // A copy of another inode (copytruncate's) is told by its first bytes (below): `*from` is
   // then where to read it on from, when it holds more than was read.
-  auto rotated_copy = [&](const std::string& path,
-                          std::optional<palisade::v1::FileCheckpoint>* from) {
+  const std::set<std::string> path_set(paths.begin(), paths.end());
+  // Told by its name alone (cheap: no file looked at).
+  auto rotated_by_name = [&](const std::string& path) {
     if (Named(input.config, path)) return false;
-    for (const std::string& base : paths) {
-      if (RotatedCopyOf(path, base)) return true;
-    }
-    for (const auto& [base, file] : input.files) {
-      if (RotatedCopyOf(path, base) ||
-          (file.follower->reading_rotated() && FileFollower::RotatedName(path, base))) {
+    for (const std::string& base : RotatedBases(path)) {
+      if (path_set.count(base) > 0 && RotatedCopyOf(path, base)) return true;
+      auto file = input.files.find(base);
+      if (file != input.files.end() &&
+          (RotatedCopyOf(path, base) ||
+           (file->second.follower->reading_rotated() && FileFollower::RotatedName(path, base)))) {
         return true;
       }
     }
+    return false;
+  };
+  auto rotated_copy = [&](const std::string& path,
+                          std::optional<palisade::v1::FileCheckpoint>* from) {
+    if (Named(input.config, path)) return false;
+    if (rotated_by_name(path)) return true;
     auto match = globbed.find(path);
     if (match == globbed.end()) return false;
     if (auto copy = input.copies.find(path);
@@ -400,6 +529,11 @@ void FileInputs::DiscoverLocked(Input& input) {
   auto follow = [&](const std::string& path, std::optional<palisade::v1::FileCheckpoint> from) {
     FileFollowerOptions follower;
     follower.max_batch_bytes = kBatchBytes;
+    // A configured path, or a glob's match, may be a link of root's or the daemon's user.
+    follower.follow_owned_symlink = Named(input.config, path) || linked.count(path) > 0;
+    if (auto dir = trusted_dir.find(path); dir != trusted_dir.end()) {
+      follower.trusted_dir = dir->second;
+    }
     // One byte past the pipeline's cap: a line cut here still reaches the pipeline longer than
     // its cap, so the pipeline cuts it again, flags it (ParsedLine::cut: its end is not its
     // writer's, no rule may take a key pinned to it) and counts it. Cut at the cap exactly, it
@@ -456,6 +590,18 @@ void FileInputs::DiscoverLocked(Input& input) {
     // (nothing of it is lost): followed, it found its file gone, said so falsely, and read the
     // other file from its start, which the path's follower reads on from its own position.
     if (from.left_out() && !FileFollower::IsFileOf(path, from)) continue;
+    // Restored followers count against max_files: each followed, 60,000 copies left out (hard
+    // links to a drained file) took a descriptor each. Past it a copy left out holding nothing
+    // past its position is a copy again, without a follower (saved on at its end); another
+    // position waits for a place (saved on as restored).
+    if (input.files.size() >= MaxFiles(input.config) && !Named(input.config, path)) {
+      if (from.left_out() && globbed.count(path) > 0 && sizes[path] <= from.offset()) {
+        input.copies[path] = std::move(from);
+      } else {
+        input.restored[path] = std::move(from);
+      }
+      continue;
+    }
     follow(path, std::move(from));
   }
   // A restored position whose path is not there (not created again yet) and whose file the glob
@@ -495,12 +641,61 @@ void FileInputs::DiscoverLocked(Input& input) {
     }
   }
   if (truncations) input.copies.clear();  // a copy left out may be one to read on now
+  // At most max_files followed: each holds a descriptor and a buffer, and whoever may create
+  // files where a glob looks could otherwise run the daemon out of both (gRPC, Logpush and
+  // snapshot writes failing with EMFILE). Past it a match is skipped before it is looked at
+  // (rotated_copy compares it with every follower), said once while it lasts and counted. A
+  // rotated copy told by its name takes no place and is not counted. Places are first come: a
+  // file followed keeps its place until removed. New matches that do not all fit are taken
+  // newest first, so names pre-created to sort first (aaa*.log) do not take them by name.
+  const size_t max_files = MaxFiles(input.config);
+  std::vector<std::string> wanted;
   for (const std::string& path : paths) {
+    if (input.files.count(path) > 0 || rotated_by_name(path)) continue;
+    // A copy known (left out again without a read) takes no place either.
+    auto copy = input.copies.find(path);
+    auto match = globbed.find(path);
+    if (copy != input.copies.end() && match != globbed.end() &&
+        FileKey{copy->second.device(), copy->second.inode()} == match->second) {
+      continue;
+    }
+    wanted.push_back(path);
+  }
+  if (input.files.size() + wanted.size() > max_files) {
+    // A last write in the future (touch -d 2100: anyone who may write there can set it) ranks
+    // as the oldest, not first.
+    const int64_t future = absl::ToUnixNanos(absl::Now() + absl::Minutes(1));
+    std::stable_sort(wanted.begin(), wanted.end(),
+                     [&written, future](const std::string& a, const std::string& b) {
+                       auto rank = [&](const std::string& p) {
+                         auto at = written.find(p);  // a named path: first
+                         if (at == written.end()) return INT64_MAX;
+                         return at->second > future ? INT64_MIN : at->second;
+                       };
+                       return rank(a) > rank(b);
+                     });
+  }
+  size_t over = 0;
+  for (const std::string& path : wanted) {
     if (input.files.count(path) > 0) continue;
+    if (input.files.size() >= max_files && !Named(input.config, path)) {
+      ++over;
+      continue;
+    }
     std::optional<palisade::v1::FileCheckpoint> from;
     if (rotated_copy(path, &from)) continue;
     follow(path, std::move(from));
   }
+  input.not_followed->Set(static_cast<double>(over));
+  // Said when it starts, at most once a minute (matches coming and going toggle it each round).
+  if (over > 0 && !input.over_said && absl::Now() - input.over_said_at >= absl::Minutes(1)) {
+    input.over_said_at = absl::Now();
+    input.errors->Increment();
+    Log(absl::StrCat("input ", input.config.name(), ": its globs match more files than max_files (",
+                     max_files, "): ", over, " not followed (palisade_input_files_not_followed); "
+                     "raise inputs.files.max_files, or narrow the globs"));
+  }
+  input.over_said = over > 0;
   // Bounded: a file neither open nor matched any more is forgotten (its inode may be reused).
   std::set<FileKey> matched;
   for (const auto& [path, key] : globbed) matched.insert(key);
@@ -893,10 +1088,16 @@ size_t FileInputs::Round(bool* more) {
         continue;
       }
       // No file (removed and read to its end, or not there yet), every line taken: no position
-      // to save. A glob's file removed is let go of; a named path is waited for.
+      // to save. A glob's file removed is let go of; a named path is waited for. Its name is
+      // looked at (lstat), and through it only when it is a link (one leading nowhere, its
+      // file removed, is let go of too: Glob no longer matches it).
       file.taken = file.follower->checkpoint();
       struct stat st;
-      if (Named(input.config, path) || ::stat(path.c_str(), &st) == 0 || errno != ENOENT) {
+      const bool there = ::lstat(path.c_str(), &st) == 0
+                             ? !S_ISLNK(st.st_mode) || ::stat(path.c_str(), &st) == 0 ||
+                                   errno != ENOENT
+                             : errno != ENOENT;
+      if (Named(input.config, path) || there) {
         ++it;
         continue;
       }

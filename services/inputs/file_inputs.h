@@ -20,9 +20,21 @@
 // the copy are in the copy only; under a rotated name of the path, PATH-2024-12-05, the follower
 // reads that rest itself, FileFollower::CopyOf, and the copy is left out), or of a file open (left
 // out). What a glob matches that is not a regular file (a FIFO, a socket) is skipped and logged
-// once. A file removed (rm, find -delete) is read to its end and let go of: its descriptor closed,
-// its position no longer saved; a glob's follower of it is dropped (a file created again there is a
-// new one), a named path is waited for as before it appeared.
+// once, and so is a symbolic link of another user's than root or the daemon's, at the match or
+// at a directory part from the glob's first wildcard down (its owner could point it at a secret
+// the daemon may read); a link of theirs is followed, at a named path as at a glob's match
+// (FileFollowerOptions::follow_owned_symlink: Kubernetes' /var/log/containers/*.log). An input
+// follows at most max_files files (FileInput.max_files, default 1,024: each holds a descriptor
+// and a buffer; places first come, restored positions counted), newest first among new matches
+// that do not all fit (a last write in the future ranks oldest); the further matches are
+// skipped before they are looked at, said when it starts (at most once a minute; counted as an
+// error) and counted in palisade_input_files_not_followed{input}. A glob's follower opens the
+// directories below the glob's literal part one by one (FileFollowerOptions::trusted_dir): one
+// swapped for another user's link after the match was taken leads nowhere, and the follower of
+// a match Glob now finds under such a link is dropped. A file removed (rm, find -delete) is
+// read to its end and let go of: its descriptor closed, its position no longer saved; a glob's
+// follower of it is dropped (a file created again there is a new one), a named path is waited
+// for as before it appeared.
 //
 // On two threads (FileInputsOptions::threads; issue 14 §4), as replay does (issue 18): a second
 // thread reads the file's next batches ahead and runs the sink's `prematch` over them
@@ -210,6 +222,10 @@ class FileInputs {
     prometheus::Counter* errors = nullptr;
     prometheus::Counter* cut = nullptr;  // lines cut at the input's cap
     prometheus::Gauge* lag = nullptr;
+    // Glob matches not followed past max_files (FileInput.max_files), and whether that was said.
+    prometheus::Gauge* not_followed = nullptr;
+    bool over_said = false;
+    absl::Time over_said_at = absl::InfinitePast();  // when last said (at most once a minute)
     // What the followers' running totals were when last published.
     std::map<std::string, FollowerStats> published;
     // Restored positions (FileInputsOptions::checkpoints) of files with no follower yet, by

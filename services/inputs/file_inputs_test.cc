@@ -87,6 +87,16 @@ class FileInputsTest : public ::testing::Test {
     return sum;
   }
 
+  // The sum of a gauge's series (every input's) in registry_.
+  double Gauge(const std::string& name) {
+    double sum = 0;
+    for (const auto& family : registry_.Collect()) {
+      if (family.name != name) continue;
+      for (const auto& metric : family.metric) sum += metric.gauge.value;
+    }
+    return sum;
+  }
+
   std::string dir_;
   prometheus::Registry registry_;
   std::vector<std::string> lines_;
@@ -1355,6 +1365,263 @@ TEST_F(FileInputsTest, BadInputsAreRefusedNamingThem) {
   config = Config({"auth.log"});
   config.mutable_files(0)->set_format("decisions");
   EXPECT_FALSE(FileInputs::Create(config, options, sink, registry_).ok());
+}
+
+// A glob follows at most max_files files: each follower holds a descriptor and a buffer, and
+// whoever writes the globbed directory (www-data under /var/log/nginx/*.log) could create
+// files until the daemon's descriptors (gRPC, Logpush, snapshots) and memory ran out. The rest
+// are skipped, said once and counted; a place freed (a file removed) is taken by another.
+TEST_F(FileInputsTest, AGlobFollowsAtMostMaxFilesAndCountsTheRest) {
+  // Each its own first bytes: a file that starts as one followed does is left out as its copy.
+  for (const char* name : {"a", "b", "c", "d", "e"}) {
+    Append(absl::StrCat(name, ".log"), absl::StrCat(name, "1\n"));
+  }
+  // Newest first past the cap: a, b, c newer than d and e (d newer than e).
+  for (const char* name : {"a", "b", "c"}) SetWritten(absl::StrCat(name, ".log"), -60);
+  SetWritten("d.log", -120);
+  SetWritten("e.log", -180);
+  palisade::v1::InputsConfig config = Config({"*.log"});
+  config.mutable_files(0)->set_max_files(3);
+  auto inputs = Make(config);
+  EXPECT_EQ(inputs->PollOnce(), 3u);
+  EXPECT_EQ(inputs->Checkpoints().size(), 3u);
+  EXPECT_EQ(Gauge("palisade_input_files_not_followed"), 2.0);
+  EXPECT_EQ(inputs->PollOnce(), 0u);
+  int said = 0;
+  for (const std::string& log : logs_) said += log.find("max_files") != std::string::npos;
+  EXPECT_EQ(said, 1);
+  ASSERT_EQ(std::remove((dir_ + "/a.log").c_str()), 0);
+  inputs->PollOnce();  // a.log let go of
+  inputs->PollOnce();  // its place taken
+  EXPECT_THAT(lines_, ElementsAre("a1", "b1", "c1", "d1"));
+  EXPECT_EQ(Gauge("palisade_input_files_not_followed"), 1.0);
+}
+
+TEST_F(FileInputsTest, MaxFilesPastWhatDescriptorsAllowIsRefused) {
+  palisade::v1::InputsConfig config = Config({"*.log"});
+  config.mutable_files(0)->set_max_files(100000);
+  absl::StatusOr<std::unique_ptr<FileInputs>> inputs = FileInputs::Create(
+      config, {}, [](const palisade::v1::LogBatch&) { return absl::OkStatus(); }, registry_);
+  ASSERT_FALSE(inputs.ok());
+  EXPECT_EQ(inputs.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(inputs.status().message()), HasSubstr("max_files 100000"));
+}
+
+// A glob match that is a symbolic link is read when root or the daemon's user owns it
+// (Kubernetes' /var/log/containers/*.log are root's links into /var/log/pods, rotatelogs -L's
+// live name is one), through it as the file it leads to. One of another user's is not (the owner
+// of a log directory could point it at the daemon's API token): skipped, said and counted.
+TEST_F(FileInputsTest, AGlobReadsASymlinkOwnedByRootOrTheDaemonOnly) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to give a link another owner";
+  ASSERT_EQ(std::system(absl::StrCat("mkdir -p ", dir_, "/pods/a ", dir_, "/pods/b").c_str()), 0);
+  Append("pods/a/0.log", "a1\n");
+  Append("pods/b/0.log", "token\n");
+  ASSERT_EQ(::symlink((dir_ + "/pods/a/0.log").c_str(), (dir_ + "/a.log").c_str()), 0);
+  ASSERT_EQ(::symlink((dir_ + "/pods/b/0.log").c_str(), (dir_ + "/evil.log").c_str()), 0);
+  ASSERT_EQ(::lchown((dir_ + "/evil.log").c_str(), 12345, 12345), 0);
+  auto inputs = Make(Config({"*.log"}));
+  inputs->PollOnce();
+  inputs->PollOnce();
+  EXPECT_THAT(lines_, ElementsAre("a1"));
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 1.0);
+  EXPECT_THAT(logs_, ElementsAre(HasSubstr(
+                         "evil.log: a symbolic link not owned by root or the daemon's user")));
+  Append("pods/a/0.log", "a2\n");
+  inputs->PollOnce();
+  EXPECT_THAT(lines_, ElementsAre("a1", "a2"));
+}
+
+// A wildcard in a directory part of a glob (/var/www/*/storage/logs/*.log) does not lead through
+// a link of another user's, there or below it: a tenant's storage/logs -> /etc/palisade was read.
+// Root's or the daemon's links are followed as at the last part.
+TEST_F(FileInputsTest, AGlobDoesNotGoThroughAnotherUsersDirectoryLink) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to give a link another owner";
+  ASSERT_EQ(std::system(absl::StrCat("mkdir -p ", dir_, "/www/t1/logs ", dir_, "/www/t2 ",
+                                     dir_, "/www/t3 ", dir_, "/secret ", dir_, "/shared ",
+                                     dir_, "/elsewhere/logs")
+                            .c_str()),
+            0);
+  Append("www/t1/logs/a.log", "a1\n");
+  Append("secret/x.log", "token\n");
+  Append("shared/s.log", "s1\n");
+  Append("elsewhere/logs/e.log", "token2\n");
+  // Below the wildcard's part: t2/logs -> secret, another user's.
+  ASSERT_EQ(::symlink((dir_ + "/secret").c_str(), (dir_ + "/www/t2/logs").c_str()), 0);
+  ASSERT_EQ(::lchown((dir_ + "/www/t2/logs").c_str(), 12345, 12345), 0);
+  // The wildcard's part itself: t4 -> elsewhere, another user's.
+  ASSERT_EQ(::symlink((dir_ + "/elsewhere").c_str(), (dir_ + "/www/t4").c_str()), 0);
+  ASSERT_EQ(::lchown((dir_ + "/www/t4").c_str(), 12345, 12345), 0);
+  // Root's own link: followed.
+  ASSERT_EQ(::symlink((dir_ + "/shared").c_str(), (dir_ + "/www/t3/logs").c_str()), 0);
+  auto inputs = Make(Config({"www/*/logs/*.log"}));
+  inputs->PollOnce();
+  inputs->PollOnce();
+  EXPECT_THAT(lines_, ElementsAre("a1", "s1"));
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 2.0);
+}
+
+// Past max_files the newest files are followed first: whoever pre-creates aaa*.log files where
+// the glob looks no longer keeps the logs written later (in name order after them) unread.
+TEST_F(FileInputsTest, PastMaxFilesTheNewestAreFollowed) {
+  for (int i = 1; i <= 3; ++i) {
+    const std::string name = absl::StrCat("aaa", i, ".log");
+    Append(name, absl::StrCat("aaa", i, "\n"));
+    SetWritten(name, -3600 + 600 * i);
+  }
+  Append("z.log", "z1\n");
+  palisade::v1::InputsConfig config = Config({"*.log"});
+  config.mutable_files(0)->set_max_files(2);
+  auto inputs = Make(config);
+  inputs->PollOnce();
+  EXPECT_THAT(lines_, ElementsAre("aaa3", "z1"));
+  EXPECT_EQ(Gauge("palisade_input_files_not_followed"), 2.0);
+}
+
+// A rotated copy left out by its name takes no place and is not counted as not followed.
+TEST_F(FileInputsTest, ARotatedCopyIsNotCountedPastMaxFiles) {
+  Append("app.log", "a1\n");
+  Append("app.log.1", "a0\n");
+  palisade::v1::InputsConfig config = Config({"app.log*"});
+  config.mutable_files(0)->set_max_files(1);
+  auto inputs = Make(config);
+  inputs->PollOnce();
+  EXPECT_THAT(lines_, ElementsAre("a1"));
+  EXPECT_EQ(Gauge("palisade_input_files_not_followed"), 0.0);
+  for (const std::string& log : logs_) EXPECT_THAT(log, ::testing::Not(HasSubstr("max_files")));
+}
+
+// The inputs' max_files together are bounded: each followed file holds a descriptor of the
+// unit's 65,536, four inputs of 16,384 would take them all.
+TEST_F(FileInputsTest, MaxFilesOverAllInputsIsBounded) {
+  palisade::v1::InputsConfig config = Config({"*.log"});
+  config.mutable_files(0)->set_max_files(10000);
+  palisade::v1::FileInput* other = config.add_files();
+  *other = config.files(0);
+  other->set_name("other");
+  absl::StatusOr<std::unique_ptr<FileInputs>> inputs = FileInputs::Create(
+      config, {}, [](const palisade::v1::LogBatch&) { return absl::OkStatus(); }, registry_);
+  ASSERT_FALSE(inputs.ok());
+  EXPECT_EQ(inputs.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(inputs.status().message()), HasSubstr("20000"));
+  other->set_max_files(6384);
+  EXPECT_TRUE(FileInputs::Create(config, {},
+                                 [](const palisade::v1::LogBatch&) { return absl::OkStatus(); },
+                                 registry_)
+                  .ok());
+}
+
+TEST_F(FileInputsTest, ANamedPathMayBeASymlinkOwnedByRootOrTheDaemon) {
+  Append("real.log", "r1\n");
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to give a link another owner";
+  ASSERT_EQ(::symlink((dir_ + "/real.log").c_str(), (dir_ + "/app.log").c_str()), 0);
+  // Another user's link is not followed.
+  ASSERT_EQ(::symlink((dir_ + "/real.log").c_str(), (dir_ + "/other.log").c_str()), 0);
+  ASSERT_EQ(::lchown((dir_ + "/other.log").c_str(), 12345, 12345), 0);
+  auto inputs = Make(Config({"app.log", "other.log"}));
+  inputs->PollOnce();
+  inputs->PollOnce();
+  EXPECT_THAT(lines_, ElementsAre("r1"));  // the tests run as root: the daemon's own link
+  EXPECT_THAT(logs_, ElementsAre(HasSubstr("other.log: a symbolic link")));
+}
+
+
+// A glob's follower opens each directory below the glob's literal part without following
+// another user's link: a tenant who swaps the directory of a file followed for a link to a
+// secret's directory (mv logs x; ln -s /etc/palisade/secrets logs) has it seen as a rotation,
+// and the secret was read as the file's next lines. The follower of that match is dropped.
+TEST_F(FileInputsTest, ADirectorySwappedForAnotherUsersLinkIsNotReadThrough) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to give a link another owner";
+  ASSERT_EQ(std::system(absl::StrCat("mkdir -p ", dir_, "/www/t1/logs ", dir_, "/secrets")
+                            .c_str()),
+            0);
+  Append("www/t1/logs/cf_token", "l1\n");
+  Append("secrets/cf_token", "SECRET\n");
+  auto inputs = Make(Config({"www/*/logs/*"}));
+  inputs->PollOnce();
+  EXPECT_THAT(lines_, ElementsAre("l1"));
+  ASSERT_EQ(::rename((dir_ + "/www/t1/logs").c_str(), (dir_ + "/www/t1/x").c_str()), 0);
+  ASSERT_EQ(::symlink((dir_ + "/secrets").c_str(), (dir_ + "/www/t1/logs").c_str()), 0);
+  ASSERT_EQ(::lchown((dir_ + "/www/t1/logs").c_str(), 12345, 12345), 0);
+  for (int i = 0; i < 3; ++i) inputs->PollOnce();
+  EXPECT_THAT(lines_, ElementsAre("l1"));
+  for (const auto& c : inputs->Checkpoints()) EXPECT_NE(c.path(), dir_ + "/www/t1/logs/cf_token");
+}
+
+// Copies left out (hard links to a file drained at a rotation) take no place at runtime and are
+// saved; after a restart each was followed from its saved position, uncapped: 60,000 of them ran
+// the daemon out of descriptors. Restored followers count against max_files.
+TEST_F(FileInputsTest, RestoredCopiesLeftOutAreBoundedByMaxFiles) {
+  Append("app.log", "a1\n");
+  palisade::v1::InputsConfig config = Config({"*.log"});
+  config.mutable_files(0)->set_max_files(2);
+  std::vector<palisade::v1::FileCheckpoint> saved;
+  {
+    auto inputs = Make(config);
+    inputs->PollOnce();
+    for (int i = 0; i < 5; ++i) {
+      ASSERT_EQ(
+          ::link((dir_ + "/app.log").c_str(), (dir_ + absl::StrCat("/x", i, ".log")).c_str()), 0);
+    }
+    inputs->PollOnce();
+    ASSERT_EQ(::rename((dir_ + "/app.log").c_str(), (dir_ + "/app.log.1").c_str()), 0);
+    Append("app.log", "b1\n");
+    inputs->PollOnce();
+    inputs->PollOnce();
+    saved = inputs->Checkpoints();
+  }
+  EXPECT_THAT(lines_, ElementsAre("a1", "b1"));
+  int left_out = 0;
+  for (const auto& c : saved) left_out += c.left_out() ? 1 : 0;
+  ASSERT_EQ(left_out, 5);
+  lines_.clear();
+  auto open_files = [] {
+    int n = 0;
+    DIR* d = ::opendir("/proc/self/fd");
+    while (d != nullptr && ::readdir(d) != nullptr) ++n;
+    if (d != nullptr) ::closedir(d);
+    return n;
+  };
+  const int before = open_files();
+  auto inputs = Make(config, saved);
+  Append("app.log", "b2\n");
+  inputs->PollOnce();
+  inputs->PollOnce();
+  EXPECT_THAT(lines_, ElementsAre("b2"));
+  EXPECT_LE(open_files() - before, 2);  // max_files descriptors, not one per copy
+}
+
+// A last write in the future (touch -d 2100) does not rank a file first past max_files.
+TEST_F(FileInputsTest, PastMaxFilesAFutureLastWriteRanksOldest) {
+  Append("future.log", "f1\n");
+  SetWritten("future.log", 50 * 365 * 86400);  // 2076
+  Append("old.log", "o1\n");
+  SetWritten("old.log", -3600);
+  Append("z.log", "z1\n");
+  palisade::v1::InputsConfig config = Config({"*.log"});
+  config.mutable_files(0)->set_max_files(2);
+  auto inputs = Make(config);
+  inputs->PollOnce();
+  EXPECT_THAT(lines_, ElementsAre("o1", "z1"));
+}
+
+
+// Matches past max_files coming and going (a file created and removed each round) are said when
+// it starts, at most once a minute: each toggle was a log line and an error.
+TEST_F(FileInputsTest, PastMaxFilesIsSaidAtMostOnceAMinute) {
+  Append("a.log", "a1\n");
+  palisade::v1::InputsConfig config = Config({"*.log"});
+  config.mutable_files(0)->set_max_files(1);
+  auto inputs = Make(config);
+  inputs->PollOnce();
+  for (int i = 0; i < 3; ++i) {
+    Append("b.log", "b\n");
+    inputs->PollOnce();
+    ASSERT_EQ(std::remove((dir_ + "/b.log").c_str()), 0);
+    inputs->PollOnce();
+  }
+  int said = 0;
+  for (const std::string& log : logs_) said += log.find("max_files") != std::string::npos;
+  EXPECT_EQ(said, 1);  // the test takes far less than a minute
 }
 
 }  // namespace

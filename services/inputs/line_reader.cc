@@ -25,6 +25,12 @@ void Rebase(const char* from, const char* to, std::vector<absl::string_view>* li
 // A buffer's first capacity (then it doubles).
 constexpr size_t kMinBufferBytes = 64 << 10;
 
+// Whether the `avail` bytes at `start`, with no newline among them, are a line of exactly `max`
+// bytes and its CRLF's "\r": not past the cap before its "\n" is seen.
+bool CrAfterCap(const char* start, size_t avail, size_t max) {
+  return avail == max + 1 && start[max] == '\r';
+}
+
 }  // namespace
 
 bool AllPlainAscii(const char* p, size_t n) {
@@ -186,7 +192,9 @@ absl::StatusOr<bool> LineReader::Next(absl::string_view* line) {
     size_t len;
     if (nl != nullptr) {
       len = static_cast<size_t>(static_cast<const char*>(nl) - start);
-      if (len > options_.max_line_bytes) {
+      // A CRLF line's "\r" is no part of it: dropped before the line is measured against the cap
+      // (a line of exactly the cap was counted as cut, and handed out without its last byte).
+      if (len > options_.max_line_bytes + (len > 0 && start[len - 1] == '\r' ? 1 : 0)) {
         // A line that came whole in one chunk but is longer than the cap.
         *line = absl::string_view(start, options_.max_line_bytes);
         ++cut_lines_;
@@ -195,8 +203,10 @@ absl::StatusOr<bool> LineReader::Next(absl::string_view* line) {
         return true;
       }
       begin_ += len + 1;
-    } else if (avail > options_.max_line_bytes) {
-      // No newline within the cap and a byte past it: cut the line here and skip its rest.
+    } else if (avail > options_.max_line_bytes &&
+               !CrAfterCap(start, avail, options_.max_line_bytes)) {
+      // No newline within the cap and a byte past it (not the "\r" of a CRLF line of exactly
+      // the cap, whose "\n" was not read yet): cut the line here and skip its rest.
       *line = absl::string_view(start, options_.max_line_bytes);
       begin_ += options_.max_line_bytes;
       skipping_ = true;
@@ -255,7 +265,7 @@ absl::StatusOr<size_t> LineReader::NextBatch(size_t max_lines, size_t max_bytes,
       scanned = 0;
     } else if (nl != nullptr) {
       const size_t len = nl - start;
-      if (len <= max_line) {
+      if (len <= max_line + (len > 0 && start[len - 1] == '\r' ? 1 : 0)) {
         lines->emplace_back(start, len > 0 && start[len - 1] == '\r' ? len - 1 : len);
         pos += len + 1;
       } else {
@@ -270,8 +280,9 @@ absl::StatusOr<size_t> LineReader::NextBatch(size_t max_lines, size_t max_bytes,
       bytes += lines->back().size();
       scanned = 0;
       continue;
-    } else if (avail > max_line) {
-      // No newline within the cap and a byte past it: cut the line here and skip its rest.
+    } else if (avail > max_line && !CrAfterCap(start, avail, max_line)) {
+      // No newline within the cap and a byte past it (not the "\r" of a CRLF line of exactly
+      // the cap, whose "\n" was not read yet): cut the line here and skip its rest.
       lines->emplace_back(start, max_line);
       ++cut;
       bytes += max_line;

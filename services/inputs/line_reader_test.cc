@@ -376,5 +376,42 @@ TEST(LineReaderTest, ABatchIsPlainWhenItsLinesAre) {
   EXPECT_FALSE(buffer.plain());
 }
 
+// A CRLF line whose text is exactly the cap is whole (its "\r" is no part of it): it was counted
+// as cut, its "\r" making it one byte longer, before the "\r" was dropped. Also when a chunk
+// ends at its "\r", before its newline was read.
+TEST(LineReaderTest, ACrlfLineOfExactlyTheCapIsNotCut) {
+  LineReaderOptions options;
+  options.chunk_bytes = 4096;
+  options.max_line_bytes = 100;
+  const std::string line(100, 'c');
+  for (size_t lead : {size_t{0}, size_t{3990}, size_t{3994}, size_t{3995}, size_t{3996}}) {
+    // `lead` bytes of short lines first: the "\r" falls at or about the first chunk's end.
+    std::string content;
+    std::vector<std::string> want;
+    while (content.size() + 10 <= lead) {
+      content += "123456789\n";
+      want.push_back("123456789");
+    }
+    if (content.size() < lead) {
+      want.push_back(std::string(lead - content.size() - 1, 'b'));
+      content += want.back() + "\n";
+    }
+    want.push_back(line);
+    want.push_back("after");
+    const std::string path = WriteFile("crlf_cap.log", content + line + "\r\nafter\r\n");
+    uint64_t cut = 99;
+    EXPECT_EQ(ReadAll(path, options, &cut), want) << "lead " << lead;
+    EXPECT_EQ(cut, 0u) << "lead " << lead;
+    cut = 99;
+    EXPECT_EQ(ReadBatches(path, options, 1000, SIZE_MAX, 1, &cut), want) << "lead " << lead;
+    EXPECT_EQ(cut, 0u) << "lead " << lead;
+    // The same line last, without its newline.
+    const std::string last = WriteFile("crlf_cap_last.log", content + line + "\r");
+    want.pop_back();
+    EXPECT_EQ(ReadAll(last, options, &cut), want) << "lead " << lead;
+    EXPECT_EQ(cut, 0u) << "lead " << lead;
+  }
+}
+
 }  // namespace
 }  // namespace palisade

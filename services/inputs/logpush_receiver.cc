@@ -1,12 +1,20 @@
 #include "services/inputs/logpush_receiver.h"
 
+#include <fcntl.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <deque>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -16,6 +24,7 @@
 #include "nlohmann/json.hpp"
 #include "services/common/bounded_http_server.h"
 #include "services/common/bounded_task_queue.h"
+#include "services/common/fingerprint.h"
 #include "services/formats/line_parser.h"
 
 namespace palisade {
@@ -45,7 +54,154 @@ bool ValidPath(const std::string& path) {
 }
 
 // Why an upload failed while its body was read; each is a value of the outcome label.
-enum class ReadFailure { kNone, kTooLarge, kInflatedTooLarge, kNotGzip };
+// kSplitStopped: the UploadSplitter stopped (its stop() says why).
+enum class ReadFailure { kNone, kTooLarge, kInflatedTooLarge, kNotGzip, kSplitStopped };
+
+// Cuts an upload's inflated bytes, fed in pieces as they arrive, into records as SplitLines does
+// (a record over max_record_bytes cut one byte past it, its rest dropped and counted), and the
+// records into batches of at most max_batch_records holding at most max_batch_bytes, each handed
+// to `hand` as it fills, with its chain digest: SHA-256 of the previous batch's digest and this
+// batch's lines. Batches are cut by the records alone, so the same upload (however its bytes
+// arrive, gzipped or not) gives the same batches and digests: what its resend is known by.
+class UploadSplitter {
+ public:
+  enum class Stop { kNone, kTooManyRecords, kHandFailed };
+  // `ray_ids`: every record of the batch holds the key "RayID" (what makes two files' records
+  // differ: without it, two uploads of a quiet zone can be the same lines).
+  using Hand = std::function<absl::Status(palisade::v1::LogBatch&, const std::string& digest,
+                                          bool ray_ids)>;
+
+  UploadSplitter(const LogpushReceiverOptions& o, Hand hand)
+      : max_records_(o.max_records),
+        max_batch_records_(o.max_batch_records),
+        max_batch_bytes_(o.max_batch_bytes),
+        max_record_bytes_(o.max_record_bytes),
+        hand_(std::move(hand)),
+        digest_(SHA256_DIGEST_LENGTH, '\0') {}
+
+  // False once stopped: past max_records, or `hand` failed (hand_status()).
+  bool Add(absl::string_view bytes) {
+    inflated_ += bytes.size();
+    if (head_.size() <= kCheckBytes) {
+      head_.append(bytes.data(), std::min(bytes.size(), kCheckBytes + 1 - head_.size()));
+    }
+    while (!bytes.empty()) {
+      const size_t nl = bytes.find('\n');
+      const absl::string_view part = bytes.substr(0, nl);
+      // The line is kept up to one byte past the cap: a longer one is cut there (the pipeline then
+      // sees it over its cap, and cuts and flags it as it does a file input's line).
+      const size_t room = max_record_bytes_ + 1 - line_.size();
+      if (part.size() > room) {
+        line_.append(part.data(), room);
+        over_ = true;
+      } else {
+        line_.append(part.data(), part.size());
+      }
+      if (nl == absl::string_view::npos) break;
+      bytes.remove_prefix(nl + 1);
+      if (!EndRecord()) return false;
+    }
+    return true;
+  }
+  // The stream ended whole: a last line without its newline is a record too; the last batch is
+  // handed.
+  bool Finish() {
+    if ((!line_.empty() || over_) && !EndRecord()) return false;
+    return batch_.records_size() == 0 || HandBatch();
+  }
+
+  Stop stop() const { return stop_; }
+  const absl::Status& hand_status() const { return hand_status_; }
+  size_t inflated() const { return inflated_; }
+  size_t cut() const { return cut_; }
+  size_t handed() const { return handed_; }
+  // The whole upload when it is at most kCheckBytes (Cloudflare's check upload is tiny).
+  bool IsCheckUpload() const {
+    return inflated_ <= kCheckBytes && handed_ == 0 && LogpushReceiver::IsCheckUpload(head_);
+  }
+
+ private:
+  static constexpr size_t kCheckBytes = 1024;
+
+  bool EndRecord() {
+    absl::string_view line = line_;
+    if (!over_) {
+      while (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    }
+    const bool cut = over_;
+    if (line.empty()) {
+      line_.clear();
+      return true;
+    }
+    if (++records_ > max_records_) {
+      stop_ = Stop::kTooManyRecords;
+      return false;
+    }
+    const size_t held = line.size() + LogpushReceiver::kRecordHeldBytes;
+    if (batch_.records_size() > 0 &&
+        (static_cast<size_t>(batch_.records_size()) >= max_batch_records_ ||
+         held_ + held > max_batch_bytes_)) {
+      if (!HandBatch()) return false;
+    }
+    batch_.add_records()->set_line(line.data(), line.size());
+    ray_ids_ = ray_ids_ && absl::StrContains(line, "\"RayID\"");
+    held_ += held;
+    if (cut) ++cut_;
+    line_.clear();
+    over_ = false;
+    return true;
+  }
+
+  bool HandBatch() {
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    unsigned int n = 0;
+    bool ok = ctx != nullptr && EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1 &&
+              EVP_DigestUpdate(ctx, digest_.data(), digest_.size()) == 1;
+    for (const auto& r : batch_.records()) {
+      ok = ok && EVP_DigestUpdate(ctx, r.line().data(), r.line().size()) == 1 &&
+           EVP_DigestUpdate(ctx, "\n", 1) == 1;
+    }
+    ok = ok && EVP_DigestFinal_ex(ctx, reinterpret_cast<unsigned char*>(digest_.data()), &n) == 1;
+    EVP_MD_CTX_free(ctx);
+    if (!ok) {
+      hand_status_ = absl::InternalError("SHA-256 failed");
+      stop_ = Stop::kHandFailed;
+      return false;
+    }
+    hand_status_ = hand_(batch_, digest_, ray_ids_);
+    if (!hand_status_.ok()) {
+      stop_ = Stop::kHandFailed;
+      return false;
+    }
+    ++handed_;
+    // A fresh batch, not Clear(): a cleared batch keeps its records and each line's capacity, so
+    // a batch of short lines after long ones would hold the long ones' bytes again (j short
+    // records after batches of long ones: j long lines' worth), past max_batch_bytes.
+    palisade::v1::LogBatch().Swap(&batch_);
+    held_ = 0;
+    ray_ids_ = true;
+    return true;
+  }
+
+  const size_t max_records_;
+  const size_t max_batch_records_;
+  const size_t max_batch_bytes_;
+  const size_t max_record_bytes_;
+  Hand hand_;
+  std::string digest_;  // the last batch handed's (zeros before the first)
+  palisade::v1::LogBatch batch_;
+  size_t held_ = 0;     // what batch_'s records hold (lines plus kRecordHeldBytes each)
+  bool ray_ids_ = true;  // every record of batch_ holds the key "RayID"
+  std::string line_;    // the line being read, up to max_record_bytes + 1
+  bool over_ = false;   // line_ was cut
+  std::string head_;    // the first kCheckBytes + 1 inflated bytes
+  size_t inflated_ = 0;
+  size_t records_ = 0;
+  size_t cut_ = 0;
+  size_t handed_ = 0;
+  Stop stop_ = Stop::kNone;
+  absl::Status hand_status_;
+};
 
 }  // namespace
 
@@ -65,6 +221,14 @@ BoundedInflater::~BoundedInflater() {
 }
 
 absl::Status BoundedInflater::Feed(absl::string_view in, std::string* out) {
+  return Feed(in, [out](absl::string_view piece) {
+    out->append(piece.data(), piece.size());
+    return absl::OkStatus();
+  });
+}
+
+absl::Status BoundedInflater::Feed(absl::string_view in,
+                                   const std::function<absl::Status(absl::string_view)>& each) {
   if (failed_) return absl::InvalidArgumentError("the body is not gzip");
   auto* z = static_cast<z_stream*>(stream_);
   unsigned char buf[kChunk];
@@ -89,7 +253,13 @@ absl::Status BoundedInflater::Feed(absl::string_view in, std::string* out) {
           absl::StrCat("the body inflates to more than ", max_out_, " bytes"));
     }
     produced_ += n;
-    out->append(reinterpret_cast<const char*>(buf), n);
+    if (n > 0) {
+      if (absl::Status s = each(absl::string_view(reinterpret_cast<const char*>(buf), n));
+          !s.ok()) {
+        failed_ = true;
+        return s;
+      }
+    }
     if (rc == Z_STREAM_END) {
       // A member ended; another may follow (concatenated gzip files).
       member_open_ = false;
@@ -178,16 +348,22 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
         where + "format is required (logpush_http_requests or logpush_firewall_events)");
   }
   absl::StatusOr<palisade::v1::LogFormat> format = ParseFormatName(c.format());
-  if (!format.ok()) return absl::InvalidArgumentError(where + std::string(format.status().message()));
+  if (!format.ok()) {
+    return absl::InvalidArgumentError(where + std::string(format.status().message()));
+  }
   if (*format == palisade::v1::LOG_FORMAT_DECISIONS) {
     return absl::InvalidArgumentError(where + "format decisions cannot be received");
   }
   r->format_ = *format;
   if (c.source().empty()) c.set_source(c.name());
   if (c.max_body_bytes() == 0) c.set_max_body_bytes(16u << 20);
-  if (c.max_inflated_bytes() == 0) c.set_max_inflated_bytes(64u << 20);
-  for (auto [field, value] : {std::pair<const char*, uint32_t>{"max_body_bytes", c.max_body_bytes()},
-                              {"max_inflated_bytes", c.max_inflated_bytes()}}) {
+  // Any file Logpush sends whose gzip fits max_body_bytes inflates within this (its
+  // max_upload_bytes is at most 1 GB of inflated data); what is inflated is held a batch at a
+  // time, so this bounds the inflating work, not the memory.
+  if (c.max_inflated_bytes() == 0) c.set_max_inflated_bytes(1u << 30);
+  for (auto [field, value] :
+       {std::pair<const char*, uint32_t>{"max_body_bytes", c.max_body_bytes()},
+        {"max_inflated_bytes", c.max_inflated_bytes()}}) {
     if (value < 1024 || value > (1u << 30)) {
       return absl::InvalidArgumentError(absl::StrCat(where, field, " must be 1 KiB..1 GiB"));
     }
@@ -199,30 +375,81 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
     r->options_.max_connections_per_address = r->options_.max_in_flight + 1;
   }
   if (r->options_.clock == nullptr) r->options_.clock = &RealClock::Get();
+  LogpushReceiverOptions& o = r->options_;
+  const LogpushReceiverOptions defaults;
+  if (o.max_records == 0) o.max_records = defaults.max_records;
+  if (o.max_batch_records == 0) o.max_batch_records = defaults.max_batch_records;
+  if (o.max_record_bytes == 0) o.max_record_bytes = defaults.max_record_bytes;
+  if (o.max_batch_bytes == 0) o.max_batch_bytes = defaults.max_batch_bytes;
+  // A batch holds at least one record cut at the cap.
+  o.max_batch_bytes = std::max(o.max_batch_bytes, o.max_record_bytes + 1 + kRecordHeldBytes);
+  // Zero: resends are not looked for (every batch is handed).
+  if (o.duplicate_window < absl::ZeroDuration()) o.duplicate_window = defaults.duplicate_window;
+  if (o.max_remembered_batches == 0) o.max_remembered_batches = defaults.max_remembered_batches;
   if (r->options_.request_timeout <= absl::ZeroDuration()) {
     r->options_.request_timeout = absl::Seconds(60);
   }
 
-  // The secret: required; read once; never echoed (errors name the file only).
+  // The secret: required; read once; never echoed (errors name the file only, and a token typed
+  // as its name only by its fingerprint).
   if (c.secret_file().empty()) {
     return absl::InvalidArgumentError(
         where + "secret_file is required (the Authorization header value Logpush sends)");
   }
   {
-    std::ifstream in(c.secret_file(), std::ios::binary);
-    std::stringstream ss;
-    if (in) ss << in.rdbuf();
-    if (!in) {
-      return absl::NotFoundError(
-          absl::StrCat(where, "cannot read secret_file \"", c.secret_file(), "\""));
+    std::string shown;
+    if (!RedactTokenShapes(c.secret_file(), &shown)) shown = c.secret_file();
+    // Opened once and checked on the descriptor: a regular file, owner-only. A secret others on
+    // the host can read (or rewrite) is one already shared; the Cloudflare token files are held
+    // to the same rule (CheckSecretFileMode, which ingest does not link: it is the Cloudflare
+    // client's). O_NONBLOCK: a FIFO is refused instead of blocking the start.
+    const int fd = ::open(c.secret_file().c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+      return absl::NotFoundError(absl::StrCat(where, "cannot read secret_file \"", shown, "\""));
     }
-    r->secret_ = ss.str();
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "secret_file \"", shown, "\" is not a regular file"));
+    }
+    if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+      ::close(fd);
+      char mode[8];
+      snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+      return absl::PermissionDeniedError(absl::StrCat(
+          where, "secret_file \"", shown, "\" is accessible by group or others (mode ", mode,
+          "); it holds a secret: chmod 600 it (owner only)"));
+    }
+    // One header value: a file past 64 KiB is not one (a log or an image named by mistake), and
+    // is refused rather than read whole into memory.
+    constexpr size_t kMaxSecretBytes = 64 << 10;
+    std::string secret;
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::read(fd, buf, sizeof(buf));
+      if (n == 0) break;
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        ::close(fd);
+        return absl::NotFoundError(
+            absl::StrCat(where, "cannot read secret_file \"", shown, "\""));
+      }
+      secret.append(buf, static_cast<size_t>(n));
+      if (secret.size() > kMaxSecretBytes) {
+        ::close(fd);
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, "secret_file \"", shown, "\" is over 64 KiB: it is not a header value"));
+      }
+    }
+    ::close(fd);
+    r->secret_ = std::move(secret);
     while (!r->secret_.empty() && (r->secret_.back() == '\n' || r->secret_.back() == '\r')) {
       r->secret_.pop_back();
     }
     if (r->secret_.empty()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(where, "secret_file \"", c.secret_file(), "\" is empty"));
+          absl::StrCat(where, "secret_file \"", shown, "\" is empty"));
     }
   }
 
@@ -277,8 +504,8 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
                       .Name("palisade_logpush_requests_total")
                       .Help("Logpush uploads by outcome: ok, check (Cloudflare's destination "
                             "check), unauthorized, too_large, inflated_too_large, "
-                            "too_many_records, records_too_large (their lines plus what each "
-                            "record holds pass max_inflated_bytes), malformed, bad_encoding, "
+                            "too_many_records, duplicate (every batch of it was taken within "
+                            "the hour: a resend, not taken again), malformed, bad_encoding, "
                             "bad_content_type, busy, timeout (not arrived whole within the "
                             "request timeout), address_busy (closed unread: its address had "
                             "max_in_flight + 1 connections served), read_error, unavailable (the "
@@ -290,6 +517,20 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
                              "valid gzip), encoding (an unsupported Content-Encoding), "
                              "content_type (multipart/form-data).")
                        .Register(registry);
+  r->cut_ = &prometheus::BuildCounter()
+                .Name("palisade_logpush_records_cut_total")
+                .Help("Logpush records longer than the record cap, cut one byte past it (the "
+                      "pipeline then cuts and flags them).")
+                .Register(registry)
+                .Add(input);
+  r->not_deduplicated_ =
+      &prometheus::BuildCounter()
+           .Name("palisade_logpush_batches_not_deduplicated_total")
+           .Help("Logpush batches handed without being remembered for resends: a record of "
+                 "them has no RayID field (the job's fields should include RayID), or "
+                 "duplicate_window is 0.")
+           .Register(registry)
+           .Add(input);
   r->lines_ = &prometheus::BuildCounter()
                    .Name("palisade_logpush_lines_total")
                    .Help("NDJSON records of Logpush uploads the pipeline took.")
@@ -365,6 +606,8 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
     // A refused upload's body is not read: close the connection after the reply.
     auto refuse = [&](int status, const std::string& outcome, const std::string& text) {
       self->Count(outcome);
+      self->LogRefusal(absl::StrCat("input ", self->config_.name(), ": upload refused with ",
+                                    status, " (", outcome, "): ", text));
       res.set_header("Connection", "close");
       reply(status, text);
     };
@@ -409,66 +652,79 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
       return;
     }
 
-    // Read the body: count it as sent, decide gzip from the header or its first two bytes,
-    // inflate with the cap as it arrives (nothing but the inflated text is kept).
+    // Read the body as sent, whole, within request_timeout (at most max_body_bytes), and only
+    // then inflate it and hand its records to the sink in bounded batches as they fill, with no
+    // deadline: the pipeline's time is not the sender's, and batches handed between reads made a
+    // long upload (a million records, ~15 s of pipeline, four in flight) end in 408. Memory:
+    // the body as sent plus a batch and a record per upload.
     const palisade::v1::LogpushInput& c = self->config_;
-    std::string head;  // the first bytes, until gzip or not is known
-    std::unique_ptr<BoundedInflater> inflater;
-    bool decided = false;
     std::string body;
-    size_t sent = 0;
     ReadFailure failure = ReadFailure::kNone;
-    auto take = [&](const char* data, size_t n) -> bool {
-      sent += n;
-      if (sent > c.max_body_bytes()) {
+    const bool read = content_reader([&](const char* data, size_t n) {
+      if (n > c.max_body_bytes() - body.size()) {
         failure = ReadFailure::kTooLarge;
         return false;
       }
-      absl::string_view in(data, n);
-      if (!decided) {
-        head.append(in.data(), in.size());
-        if (head.size() < 2) return true;
-        decided = true;
-        const bool magic = head[0] == '\x1f' && head[1] == '\x8b';
-        if (said_gzip && !magic) {
-          failure = ReadFailure::kNotGzip;
-          return false;
-        }
-        if (magic) inflater = std::make_unique<BoundedInflater>(c.max_inflated_bytes());
-        in = head;
-      }
-      if (inflater != nullptr) {
-        absl::Status s = inflater->Feed(in, &body);
-        if (absl::IsResourceExhausted(s)) failure = ReadFailure::kInflatedTooLarge;
-        if (!s.ok() && failure == ReadFailure::kNone) failure = ReadFailure::kNotGzip;
-        return s.ok();
-      }
-      if (body.size() + in.size() > c.max_inflated_bytes()) {
-        failure = ReadFailure::kInflatedTooLarge;
-        return false;
-      }
-      body.append(in.data(), in.size());
+      body.append(data, n);
       return true;
-    };
-    const bool read = content_reader(
-        [&](const char* data, size_t n) { return take(data, n); });
-    self->sent_bytes_->Increment(static_cast<double>(sent));
+    });
+    self->sent_bytes_->Increment(static_cast<double>(body.size()));
     // Past request_timeout, or the server stopping: the server answers (408) or closes, and
-    // counts the timeout (on_deadline).
+    // counts the timeout (on_deadline). Nothing was handed to the sink.
     if (!read && RequestCutShort()) return;
-    if (read && failure == ReadFailure::kNone && !decided && !head.empty()) {
-      // A one-byte body: plain text.
-      if (said_gzip) {
+    size_t taken = 0, duplicates = 0, lines = 0;
+    UploadSplitter splitter(
+        self->options_,
+        [&](palisade::v1::LogBatch& batch, const std::string& digest, bool dedupable) {
+          bool duplicate = false;
+          absl::Status s = self->Hand(batch, digest, dedupable, &duplicate);
+          if (!s.ok()) return s;
+          if (duplicate) {
+            ++duplicates;
+          } else {
+            ++taken;
+            lines += static_cast<size_t>(batch.records_size());
+            self->lines_->Increment(static_cast<double>(batch.records_size()));
+          }
+          return absl::OkStatus();
+        });
+    auto split = [&](absl::string_view piece) {
+      if (splitter.Add(piece)) return absl::OkStatus();
+      failure = ReadFailure::kSplitStopped;
+      return absl::AbortedError("the upload was stopped");
+    };
+    if (read && !body.empty()) {
+      // Gzip by the header or by its first two bytes.
+      const bool magic = body.size() >= 2 && body[0] == '\x1f' && body[1] == '\x8b';
+      if (said_gzip && !magic) {
         failure = ReadFailure::kNotGzip;
+      } else if (magic) {
+        BoundedInflater inflater(c.max_inflated_bytes());
+        absl::Status s = inflater.Feed(body, split);
+        if (failure == ReadFailure::kNone && absl::IsResourceExhausted(s)) {
+          failure = ReadFailure::kInflatedTooLarge;
+        }
+        if (!s.ok() && failure == ReadFailure::kNone) failure = ReadFailure::kNotGzip;
+        if (s.ok() && !inflater.Finish().ok()) failure = ReadFailure::kNotGzip;
+      } else if (body.size() > c.max_inflated_bytes()) {
+        failure = ReadFailure::kInflatedTooLarge;
       } else {
-        body = head;
+        split(body).IgnoreError();
       }
     }
-    if (read && failure == ReadFailure::kNone && inflater != nullptr &&
-        !inflater->Finish().ok()) {
-      failure = ReadFailure::kNotGzip;
+    std::string().swap(body);
+    const bool check = read && failure == ReadFailure::kNone && splitter.IsCheckUpload();
+    if (read && failure == ReadFailure::kNone && !check && !splitter.Finish()) {
+      failure = ReadFailure::kSplitStopped;
     }
-    self->inflated_bytes_->Increment(static_cast<double>(body.size()));
+    self->inflated_bytes_->Increment(static_cast<double>(splitter.inflated()));
+    if (splitter.cut() > 0) self->cut_->Increment(static_cast<double>(splitter.cut()));
+    // A refusal after batches were taken: they are remembered, so the resend skips them.
+    const std::string after =
+        taken + duplicates == 0
+            ? std::string()
+            : absl::StrCat(" (after ", taken + duplicates,
+                           " batches taken; its resend skips them)");
     switch (failure) {
       case ReadFailure::kNone:
         break;
@@ -477,11 +733,29 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
         return;
       case ReadFailure::kInflatedTooLarge:
         refuse(413, "inflated_too_large",
-               absl::StrCat("the body inflates to over ", c.max_inflated_bytes(), " bytes"));
+               absl::StrCat("the body inflates to over ", c.max_inflated_bytes(), " bytes", after));
         return;
       case ReadFailure::kNotGzip:
         self->malformed_->Add({{"input", c.name()}, {"reason", "gzip"}}).Increment();
-        refuse(400, "malformed", "the body is not valid gzip");
+        refuse(400, "malformed", "the body is not valid gzip" + after);
+        return;
+      case ReadFailure::kSplitStopped:
+        if (splitter.stop() == UploadSplitter::Stop::kTooManyRecords) {
+          refuse(413, "too_many_records",
+                 absl::StrCat("more than ", self->options_.max_records, " records", after));
+          return;
+        }
+        // The sink did not take a batch: the reply says "retry"; the batches it took before are
+        // remembered, so Logpush's resend of the same file hands only the rest.
+        // Rate-limited as the other refusals: a pipeline refusing every batch is one per upload.
+        self->LogRefusal(absl::StrCat("input ", c.name(),
+                                      ": a batch of an upload refused by the pipeline", after,
+                                      " (503, Logpush retries): ",
+                                      splitter.hand_status().message()));
+        res.set_header("Retry-After", "1");
+        self->Count("unavailable");
+        res.set_header("Connection", "close");
+        reply(503, "the pipeline did not take the batch: retry");
         return;
     }
     if (!read) {
@@ -489,53 +763,17 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
       if (res.status == 413) {
         refuse(413, "too_large", absl::StrCat("the body is over ", c.max_body_bytes(), " bytes"));
       } else {
-        refuse(400, "read_error", "the body could not be read");
+        refuse(400, "read_error", "the body could not be read" + after);
       }
       return;
     }
-    if (IsCheckUpload(body)) {
+    if (check) {
       self->Count("check");
       reply(200, "ok");
       return;
     }
-    palisade::v1::LogBatch batch;
-    switch (SplitLines(body, self->options_.max_records, c.max_inflated_bytes(), &batch)) {
-      case Split::kOk:
-        break;
-      case Split::kTooManyRecords:
-        refuse(413, "too_many_records",
-               absl::StrCat("more than ", self->options_.max_records, " records"));
-        return;
-      case Split::kTooManyBytes:
-        refuse(413, "records_too_large",
-               absl::StrCat("the records would hold more than ", c.max_inflated_bytes(),
-                            " bytes (each its line plus ", kRecordHeldBytes, ")"));
-        return;
-    }
-    body.clear();
-    body.shrink_to_fit();
-    batch.set_format(self->format_);
-    batch.set_source(c.source());
-    const size_t lines = static_cast<size_t>(batch.records_size());
-    if (lines > 0) {
-      absl::Status s;
-      {
-        absl::MutexLock lock(&self->sink_mu_);
-        s = self->sink_(batch);
-      }
-      if (!s.ok()) {
-        // Not taken: Logpush sends the same file again, which then counts once.
-        self->Log(absl::StrCat("input ", c.name(), ": upload of ", lines,
-                               " records refused by the pipeline (503, Logpush retries): ",
-                               s.message()));
-        res.set_header("Retry-After", "1");
-        self->Count("unavailable");
-        reply(503, "the pipeline did not take the batch: retry");
-        return;
-      }
-    }
-    self->lines_->Increment(static_cast<double>(lines));
-    self->Count("ok");
+    // Every batch was taken before (a resend whose 200 was lost, or a replay): not again.
+    self->Count(duplicates > 0 && taken == 0 ? "duplicate" : "ok");
     reply(200, "ok");
   });
 
@@ -569,6 +807,58 @@ void LogpushReceiver::Count(const std::string& outcome) {
 
 void LogpushReceiver::Log(const std::string& message) const {
   if (options_.log) options_.log(message);
+}
+
+void LogpushReceiver::LogRefusal(const std::string& message) {
+  size_t not_logged = 0;
+  {
+    absl::MutexLock lock(&log_mu_);
+    const absl::Time now = options_.clock->TimeNow();
+    if (now - last_refusal_log_ < absl::Seconds(10)) {
+      ++refusals_not_logged_;
+      return;
+    }
+    last_refusal_log_ = now;
+    not_logged = std::exchange(refusals_not_logged_, 0);
+  }
+  Log(not_logged == 0 ? message
+                      : absl::StrCat(message, " (", not_logged, " refusals before not logged)"));
+}
+
+absl::Status LogpushReceiver::Hand(palisade::v1::LogBatch& batch, const std::string& digest,
+                                   bool ray_ids, bool* duplicate) {
+  absl::MutexLock lock(&sink_mu_);
+  batch.set_format(format_);
+  batch.set_source(config_.source());
+  // Files are not distinct by themselves (second-resolution timestamps; a field list without
+  // RayID; a quiet zone's identical requests in one second): a batch whose records do not all
+  // carry a RayID may be another upload's same lines, so it is neither skipped nor remembered.
+  if (!ray_ids || options_.duplicate_window == absl::ZeroDuration()) {
+    absl::Status s = sink_(batch);
+    if (s.ok()) not_deduplicated_->Increment();
+    return s;
+  }
+  const absl::Time now = options_.clock->TimeNow();
+  while (!taken_.empty() && (now - taken_.front().first >= options_.duplicate_window ||
+                             taken_.size() > options_.max_remembered_batches)) {
+    taken_digests_.erase(taken_.front().second);
+    taken_.pop_front();
+  }
+  if (taken_digests_.count(digest) > 0) {
+    *duplicate = true;
+    return absl::OkStatus();
+  }
+  absl::Status s = sink_(batch);
+  if (!s.ok()) return s;
+  // Remembered once taken (under the lock: a resend racing its first send waits for it).
+  if (taken_digests_.insert(digest).second) {
+    taken_.emplace_back(now, digest);
+    if (taken_.size() > options_.max_remembered_batches) {
+      taken_digests_.erase(taken_.front().second);
+      taken_.pop_front();
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace palisade

@@ -1,24 +1,39 @@
 // A Cloudflare Logpush HTTP destination (issue 14 §2): palisaded serves `POST <path>` (HTTPS when
 // configured) for a Logpush job whose destination is `https://host/path?header_Authorization=...`
-// (config: InputsConfig.logpush, proto LogpushInput). Each upload is gzipped NDJSON; its lines
-// become ONE LogBatch of the job's dataset format, handed to the batch sink (the daemon's
-// Pipeline::ProcessBatch, the path gRPC batches take), and the reply is sent after the sink
-// answered: 200 when it took the batch, 503 when it did not. Logpush retries a file on any
-// non-2xx, so a refused upload comes again and is counted once (one batch per upload: never half
-// taken).
+// (config: InputsConfig.logpush, proto LogpushInput). Each upload is gzipped NDJSON, read whole
+// as sent (at most max_body_bytes) within request_timeout, then inflated; its lines become
+// LogBatches of the job's dataset format, bounded in records and bytes (max_batch_records,
+// max_batch_bytes: what is inflated is held a batch at a time, so a file swollen by a flood of
+// long URIs is read whole), each handed to the batch sink (the daemon's Pipeline::ProcessBatch,
+// the path gRPC batches take) as it fills, with no deadline (the pipeline's time does not count
+// against request_timeout). The reply is sent after the last: 200 when the sink took every
+// batch, 503 when it refused one (the rest is not handed). Logpush retries a file on any non-2xx,
+// and resends one whose 200 was lost: the batches taken are remembered for duplicate_window by a
+// chain digest (SHA-256 of the previous batch's digest and the batch's lines; batches are cut by
+// the records alone, so a resend is cut the same way), and a resend hands only the batches not
+// taken yet; one whose every batch was taken is answered 200 and counted as a duplicate. Files
+// are not distinct by themselves (second-resolution timestamps; a quiet zone's identical
+// requests in one second), so only a batch whose every record carries a "RayID" key is
+// remembered or skipped; others are always handed (counted:
+// palisade_logpush_batches_not_deduplicated_total): include RayID in the job's fields for
+// resends to count once. The digests are kept in memory
+// only: after a restart (or a crash) mid-upload, Logpush's resend hands again the batches taken
+// before it.
 //
 // Hostile input, whatever the sender writes:
 // - the Authorization header is compared with the secret in constant time (both hashed with
 //   SHA-256 first, then CRYPTO_memcmp, so neither the length nor the first differing byte leaks);
 //   a request without the secret gets 401 before its body is read; the secret never reaches a
 //   log line, a metric or a reply;
-// - the body is capped as sent (max_body_bytes) and once inflated (max_inflated_bytes): a
-//   decompression bomb is refused with 413 as soon as the cap is passed, without inflating the
-//   rest; a body that is not valid gzip is 400; records per upload are capped in count
-//   (max_records) and in the bytes they hold for the pipeline (max_inflated_bytes again, each
-//   record its line plus kRecordHeldBytes: a small gzip of a million one-byte records would
-//   otherwise hold ~150 MB), 413 past either, so an upload holds at most twice
-//   max_inflated_bytes (the body, then its records);
+// - the body is capped as sent (max_body_bytes) and once inflated (max_inflated_bytes, default
+//   1 GiB: the inflating work, not memory): past either, 413 without reading the rest; a body
+//   that is not valid gzip is 400; records per upload are capped in count (max_records, 413);
+//   a record is cut at max_record_bytes + 1 (counted); what a batch holds is its lines plus
+//   kRecordHeldBytes each (a small gzip of a million one-byte records would otherwise hold
+//   ~150 MB), and each batch starts empty (a cleared one keeps its strings' capacity), so an
+//   upload holds at most max_body_bytes + max_batch_bytes + max_record_bytes + 64 KiB. A refusal
+//   after batches were taken leaves them remembered: the resend skips them. Refusals are logged
+//   (at most one line per 10 s; never the body nor the secret);
 // - at most `max_in_flight` uploads are handled at once (more get 503 with Retry-After), and
 //   at most max_in_flight + 1 connections from one address are served at once, headers
 //   included (more are closed unread), since the secret can only be checked once the headers
@@ -37,7 +52,8 @@
 // "filename":"test.txt"}`) is answered 200 and counted as a check, not as a malformed record.
 //
 // Metrics per input: palisade_logpush_requests_total{input,outcome}, _lines_total,
-// _body_bytes_total{input,form=sent|inflated}, _malformed_total{input,reason}, _in_flight.
+// _body_bytes_total{input,form=sent|inflated}, _malformed_total{input,reason},
+// _records_cut_total, _batches_not_deduplicated_total, _in_flight.
 //
 // Thread-safety: Start/Stop from one thread; the pure helpers (SecretMatches, BoundedInflater
 // objects each used by one thread, IsCheckUpload, SplitLines) from any thread. The server runs
@@ -46,8 +62,10 @@
 #define PALISADE_SERVICES_INPUTS_LOGPUSH_RECEIVER_H_
 
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -74,7 +92,8 @@ namespace palisade {
 
 struct LogpushReceiverOptions {
   // Uploads handled at once; more are answered 503 + Retry-After (Logpush retries). Each holds
-  // at most max_inflated_bytes plus its batch, so this bounds the memory uploads take.
+  // at most its body as sent, a batch and a record (max_body_bytes + max_batch_bytes +
+  // max_record_bytes), so this bounds the memory uploads take.
   int max_in_flight = 4;
   // Connections accepted and waiting for a worker; past it the server stops accepting (the
   // kernel's listen backlog holds the rest).
@@ -87,6 +106,24 @@ struct LogpushReceiverOptions {
   // Records (non-empty lines) per upload; more: 413. Logpush's max_upload_records is at most
   // 1,000,000 (default 100,000).
   size_t max_records = 1'000'000;
+  // An upload is inflated once read and handed to the sink in batches of at most this many
+  // records, holding at most max_batch_bytes (their lines' bytes plus kRecordHeldBytes each):
+  // memory is bounded per batch, not per upload. 0: the defaults. max_batch_bytes is raised to
+  // hold one record cut at max_record_bytes.
+  size_t max_batch_records = 100'000;
+  size_t max_batch_bytes = 16u << 20;
+  // A record longer than this is cut one byte past it, its rest dropped and counted
+  // (palisade_logpush_records_cut_total), as a file input cuts a line: the pipeline then sees it
+  // over its cap and cuts and flags it. The daemon passes engine.max_record_bytes. 0: 8 MiB.
+  size_t max_record_bytes = 8u << 20;
+  // How long the batches an upload had taken are remembered (a chain digest: SHA-256 of the
+  // previous batch's digest and this batch's lines, so it names the upload's records up to this
+  // batch's end), so that a resend (its 200 lost, or a retry after a refusal midway) hands none
+  // of them to the sink again; at most max_remembered_batches (the oldest forgotten first), each
+  // digest held twice (~220 bytes). Only batches whose every record carries a RayID; in memory:
+  // a restart forgets them. Zero: off (every batch handed); negative: 1 h.
+  absl::Duration duplicate_window = absl::Hours(1);
+  size_t max_remembered_batches = 65'536;
   // Each socket read / write.
   absl::Duration io_timeout = absl::Seconds(10);
   // The whole upload, from when a worker waits for its first byte (for a connection's first
@@ -112,6 +149,11 @@ class BoundedInflater {
   // Appends what `in` inflates to to `*out`. kResourceExhausted once the output would pass
   // max_out (nothing more is inflated), kInvalidArgument for bytes that are not gzip.
   absl::Status Feed(absl::string_view in, std::string* out);
+  // The same, handing the output to `each` in pieces of at most 64 KiB as they are inflated (a
+  // piece of `in` may inflate to a thousand times its size); an error from `each` stops the
+  // stream and is returned.
+  absl::Status Feed(absl::string_view in,
+                    const std::function<absl::Status(absl::string_view)>& each);
   // OK when the stream ended at a member's end; kInvalidArgument when it was cut short.
   absl::Status Finish();
 
@@ -126,7 +168,8 @@ class BoundedInflater {
 class LogpushReceiver {
  public:
   // Validates the config (kInvalidArgument naming the input), reads the secret file and the TLS
-  // files (kNotFound / kInvalidArgument naming the input and the file, never its content), binds
+  // files (kNotFound / kInvalidArgument naming the input and the file, never its content; the
+  // secret file must be a regular file only its owner may use: kPermissionDenied otherwise), binds
   // `listen` (kUnavailable naming the input and the address: a port in use) and serves.
   static absl::StatusOr<std::unique_ptr<LogpushReceiver>> Start(
       const palisade::v1::LogpushInput& config, LogpushReceiverOptions options, BatchSink sink,
@@ -163,6 +206,16 @@ class LogpushReceiver {
                   BatchSink sink);
   void Count(const std::string& outcome);
   void Log(const std::string& message) const;
+  // Logs a refused upload (why, never its body nor the secret), at most one line per 10 s; the
+  // lines not logged are counted in the next one.
+  void LogRefusal(const std::string& message);
+  // Hands one batch of an upload to the sink, unless a batch with the same `digest` was taken
+  // within duplicate_window (`*duplicate`). The digest is a chain: SHA-256 of the previous
+  // batch's digest and this batch's lines, so it names the upload's records up to this batch's end.
+  // Only a batch whose records all carry a RayID (`ray_ids`) is looked up and remembered, and
+  // none when duplicate_window is 0.
+  absl::Status Hand(palisade::v1::LogBatch& batch, const std::string& digest, bool ray_ids,
+                    bool* duplicate);
 
   palisade::v1::LogpushInput config_;
   LogpushReceiverOptions options_;
@@ -174,9 +227,17 @@ class LogpushReceiver {
   int port_ = 0;
   std::atomic<int> in_flight_{0};
   absl::Mutex sink_mu_;  // batches reach the sink one at a time
+  // Digests of the batches taken, oldest first, with when (duplicate_window).
+  std::deque<std::pair<absl::Time, std::string>> taken_ ABSL_GUARDED_BY(sink_mu_);
+  std::set<std::string> taken_digests_ ABSL_GUARDED_BY(sink_mu_);
+  absl::Mutex log_mu_;
+  absl::Time last_refusal_log_ ABSL_GUARDED_BY(log_mu_) = absl::InfinitePast();
+  size_t refusals_not_logged_ ABSL_GUARDED_BY(log_mu_) = 0;
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
   prometheus::Family<prometheus::Counter>* malformed_ = nullptr;
   prometheus::Counter* lines_ = nullptr;
+  prometheus::Counter* cut_ = nullptr;
+  prometheus::Counter* not_deduplicated_ = nullptr;
   prometheus::Counter* sent_bytes_ = nullptr;
   prometheus::Counter* inflated_bytes_ = nullptr;
   prometheus::Gauge* in_flight_gauge_ = nullptr;

@@ -1,17 +1,22 @@
 #include "services/inputs/logpush_receiver.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -32,6 +37,7 @@ namespace {
 
 using ::palisade::testing::FloodHeaders;
 using ::palisade::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -78,7 +84,9 @@ TEST(BoundedInflaterTest, InflatesWholeAndPieceByPiece) {
 // than the buffer took (a long match mid-copy); that output must come out before more input.
 TEST(BoundedInflaterTest, OutputPendingWhenAPieceEndsIsNotLost) {
   std::string text;
-  for (int i = 0; i < 20000; ++i) absl::StrAppend(&text, "{\"ClientIP\":\"203.0.113.", i % 7, "\"}\n");
+  for (int i = 0; i < 20000; ++i) {
+    absl::StrAppend(&text, "{\"ClientIP\":\"203.0.113.", i % 7, "\"}\n");
+  }
   text += std::string(3 << 20, 'x');
   const std::string gz = Gzip(text, 9);
   for (size_t piece : {1u, 7u, 64u, 100u, 4096u, 65536u}) {
@@ -100,7 +108,8 @@ TEST(BoundedInflaterTest, ConcatenatedMembersAreOneStream) {
 TEST(BoundedInflaterTest, ExactlyTheCapPassesOneMoreByteDoesNot) {
   const std::string text(100000, 'x');
   EXPECT_TRUE(InflateAll(Gzip(text), text.size()).ok());
-  EXPECT_THAT(InflateAll(Gzip(text), text.size() - 1), StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(InflateAll(Gzip(text), text.size() - 1),
+              StatusIs(absl::StatusCode::kResourceExhausted));
 }
 
 TEST(BoundedInflaterTest, ABombStopsAtTheCap) {
@@ -141,6 +150,15 @@ TEST(LogpushCheckUploadTest, RecognizesCloudflaresCheckOnly) {
 std::vector<std::string> Lines(const palisade::v1::LogBatch& batch) {
   std::vector<std::string> out;
   for (const auto& r : batch.records()) out.push_back(r.line());
+  return out;
+}
+
+// An NDJSON record that carries a RayID (as a job whose fields include it sends).
+std::string Ray(const char* name) { return absl::StrCat("{\"RayID\":\"", name, "\"}"); }
+// Such records, one per name, each with its newline.
+std::string Rays(std::initializer_list<const char*> names) {
+  std::string out;
+  for (const char* n : names) absl::StrAppend(&out, Ray(n), "\n");
   return out;
 }
 
@@ -200,9 +218,11 @@ TEST(LogpushSplitTest, TheHeldEstimateBoundsWhatTheBatchHolds) {
 
 // --- the server --------------------------------------------------------------------------------
 
+// Owner-only, as the receiver requires of its secret file.
 std::string TempFile(const std::string& name, const std::string& content) {
   const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
   std::ofstream(path, std::ios::binary) << content;
+  ::chmod(path.c_str(), 0600);
   return path;
 }
 
@@ -225,6 +245,7 @@ class LogpushServerTest : public ::testing::Test {
         [this](const palisade::v1::LogBatch& batch) {
           if (before_sink_) before_sink_();
           if (fail_) return absl::UnavailableError("store is busy");
+          largest_space_used_ = std::max(largest_space_used_, batch.SpaceUsedLong());
           batches_.push_back(batch);
           return absl::OkStatus();
         },
@@ -262,6 +283,7 @@ class LogpushServerTest : public ::testing::Test {
   prometheus::Registry registry_;
   std::vector<palisade::v1::LogBatch> batches_;  // written by the server's thread, read after
   std::vector<std::string> logs_;                // the reply (the reply follows the sink)
+  size_t largest_space_used_ = 0;  // the largest batch's SpaceUsedLong as the sink saw it
   bool fail_ = false;
   std::function<void()> before_sink_;
   std::unique_ptr<LogpushReceiver> receiver_;
@@ -458,27 +480,278 @@ TEST_F(LogpushServerTest, ASinkErrorIs503AndTheRetryCountsOnce) {
   EXPECT_THAT(logs_[0], Not(HasSubstr("s3cr3t")));
 }
 
-// A 2 KB gzip of a million one-byte records is 2 MB inflated, under any sane inflated cap, but
-// a million records held for the pipeline (~150 MB): the records are bounded in bytes too.
-TEST_F(LogpushServerTest, TinyRecordsAreBoundedInTheBytesTheyHoldNotOnlyInCount) {
-  StartReceiver();  // max_inflated_bytes 4 MiB
+// A pipeline refusing every batch is a refusal per upload: its log line is rate-limited as the
+// others are (it was logged for every upload).
+TEST_F(LogpushServerTest, PipelineRefusalsAreLoggedAtMostOnceIn10Seconds) {
+  SimulatedClock clock;
+  LogpushReceiverOptions options;
+  options.clock = &clock;
+  StartReceiver(options);
+  fail_ = true;
+  for (int i = 0; i < 3; ++i) {
+    auto res = Post(Gzip("one\n"));
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 503);
+  }
+  EXPECT_EQ(Outcome("unavailable"), 3);
+  ASSERT_EQ(logs_.size(), 1u);
+  clock.Advance(absl::Seconds(11));
+  auto res = Post(Gzip("one\n"));
+  ASSERT_TRUE(res);
+  ASSERT_EQ(logs_.size(), 2u);
+  EXPECT_THAT(logs_[1], HasSubstr("2 refusals before not logged"));
+}
+
+// What a batch holds for the pipeline, as the receiver bounds it.
+size_t HeldBytes(const palisade::v1::LogBatch& batch) {
+  size_t held = 0;
+  for (const auto& r : batch.records()) held += r.line().size() + LogpushReceiver::kRecordHeldBytes;
+  return held;
+}
+
+// A 2 KB gzip of a million one-byte records is 2 MB inflated, but a million records held for the
+// pipeline (~150 MB): they are handed over in batches bounded in the bytes they hold, not refused
+// (an upload was refused whole with 413 records_too_large once its records held more than
+// max_inflated_bytes).
+TEST_F(LogpushServerTest, TinyRecordsAreHandedInBatchesBoundedInTheBytesTheyHold) {
+  LogpushReceiverOptions options;
+  options.max_batch_bytes = 1 << 20;
+  options.max_record_bytes = 1000;
+  StartReceiver(options);  // max_inflated_bytes 4 MiB
   std::string tiny;
   for (int i = 0; i < 200'000; ++i) tiny += "x\n";  // 400 KB inflated, ~50 MB held
   auto res = Post(Gzip(tiny, 9));
   ASSERT_TRUE(res) << httplib::to_string(res.error());
-  EXPECT_EQ(res->status, 413);
-  EXPECT_THAT(res->body, HasSubstr("4194304 bytes"));
-  EXPECT_EQ(Outcome("records_too_large"), 1);
-  EXPECT_TRUE(batches_.empty());
-  // Records of a real size up to the same cap still pass: 3,000 of 1,000 bytes.
-  std::string real;
-  for (int i = 0; i < 3'000; ++i) real += std::string(999, 'r') + "\n";
-  client_ = std::make_unique<httplib::Client>("127.0.0.1", receiver_->port());
-  auto ok = Post(Gzip(real));
-  ASSERT_TRUE(ok) << httplib::to_string(ok.error());
-  EXPECT_EQ(ok->status, 200);
+  EXPECT_EQ(res->status, 200);
+  size_t records = 0;
+  for (const auto& batch : batches_) {
+    records += static_cast<size_t>(batch.records_size());
+    EXPECT_LE(HeldBytes(batch), 1u << 20);
+  }
+  EXPECT_EQ(records, 200'000u);
+  EXPECT_GE(batches_.size(), 50u);
+  EXPECT_EQ(Metric("palisade_logpush_lines_total"), 200'000);
+  EXPECT_EQ(Outcome("ok"), 1);
+}
+
+// Anyone can fill Cloudflare's files with long URIs and User-Agents, which compress well: a file
+// inflating past the old 64 MiB cap was refused whole (413 inflated_too_large), Logpush retried,
+// then dropped it, and the flood and every other record in it never reached the rules. Now it is
+// inflated as it arrives and read whole in batches bounded in bytes and records; a record over
+// max_record_bytes is cut one byte past it and counted.
+TEST_F(LogpushServerTest, AFloodOfLongRecordsPast64MiBIsReadWholeInBoundedBatches) {
+  LogpushReceiverOptions options;
+  options.max_batch_bytes = 2 << 20;
+  options.max_batch_records = 500;
+  options.max_record_bytes = 32 << 10;
+  StartReceiver(options, [](palisade::v1::LogpushInput& c) {
+    c.clear_max_inflated_bytes();  // the default
+    c.set_max_body_bytes(16 << 20);
+  });
+  const std::string uri(16 << 10, 'A');
+  std::string text;
+  size_t n = 0;
+  while (text.size() <= (68u << 20)) {
+    absl::StrAppend(&text, "{\"ClientRequestURI\":\"/", uri, "\",\"RayID\":\"", n++, "\"}\n");
+  }
+  absl::StrAppend(&text, "{\"ClientRequestUserAgent\":\"", std::string(100 << 10, 'U'), "\"}\n");
+  absl::StrAppend(&text, "{\"ClientIP\":\"203.0.113.9\"}\n");
+  const size_t inflated = text.size();
+  const std::string gz = Gzip(text, 9);
+  text.clear();
+  text.shrink_to_fit();
+  ASSERT_LT(gz.size(), 16u << 20);
+  client_->set_read_timeout(60, 0);  // a bound for a slow machine, not a timing assumption
+  auto res = Post(gz);
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200) << res->body;
+  size_t records = 0, largest = 0;
+  for (const auto& batch : batches_) {
+    records += static_cast<size_t>(batch.records_size());
+    largest = std::max(largest, HeldBytes(batch));
+    EXPECT_LE(batch.records_size(), 500);
+  }
+  EXPECT_LE(largest, 2u << 20);
+  EXPECT_EQ(records, n + 2);
+  ASSERT_FALSE(batches_.empty());
+  const auto& last = batches_.back().records();
+  ASSERT_GE(last.size(), 2);
+  EXPECT_EQ(last[last.size() - 2].line().size(), (32u << 10) + 1);  // cut one byte past the cap
+  EXPECT_TRUE(last[last.size() - 1].line() == "{\"ClientIP\":\"203.0.113.9\"}")
+      << last[last.size() - 1].line().size();  // not the 16 KB line itself
+  EXPECT_EQ(Metric("palisade_logpush_records_cut_total"), 1);
+  EXPECT_EQ(Metric("palisade_logpush_lines_total"), n + 2);
+  EXPECT_EQ(Metric("palisade_logpush_body_bytes_total", "form=inflated"), inflated);
+  EXPECT_EQ(Outcome("ok"), 1);
+}
+
+// A batch emptied with Clear() keeps its records and each line's capacity (protobuf 3.21): batch
+// j of j one-byte records then one long record reused the j long strings of the batches before,
+// so a sender who knows the secret made each batch hold ~j records' worth of long lines (8 MiB
+// each by default: ~1 GiB per upload). Each batch starts fresh now.
+TEST_F(LogpushServerTest, SmallThenLongBatchesDoNotKeepTheLongLinesOfTheBatchesBefore) {
+  LogpushReceiverOptions options;
+  options.max_record_bytes = 64 << 10;
+  options.max_batch_bytes = (64 << 10) + 1 + LogpushReceiver::kRecordHeldBytes;
+  StartReceiver(options);
+  constexpr size_t kHeld = LogpushReceiver::kRecordHeldBytes;
+  // Batch j (from 1): j one-byte records, then one whose length fills the batch exactly, so the
+  // next one-byte record starts batch j + 1.
+  std::string text;
+  constexpr int kBatches = 40;
+  for (int j = 1; j <= kBatches; ++j) {
+    for (int i = 0; i < j; ++i) text += "x\n";
+    const size_t long_line = options.max_batch_bytes - kHeld - j * (1 + kHeld);
+    text += std::string(long_line, 'L') + "\n";
+  }
+  auto res = Post(Gzip(text));
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200) << res->body;
+  ASSERT_EQ(batches_.size(), static_cast<size_t>(kBatches));
+  EXPECT_EQ(batches_.back().records_size(), kBatches + 1);
+  EXPECT_LE(largest_space_used_, options.max_batch_bytes + (16 << 10));
+}
+
+// The 200 may be lost after the sink took the upload (a write timeout, a reset, a kill): Logpush
+// sends the same file again, and an old upload can be replayed by anyone holding the secret. A
+// resend within duplicate_window is answered 200 without reaching the sink.
+TEST_F(LogpushServerTest, TheSameUploadPostedTwiceReachesTheSinkOnce) {
+  SimulatedClock clock;
+  LogpushReceiverOptions options;
+  options.clock = &clock;
+  StartReceiver(options);
+  const std::string file = Gzip(Rays({"one", "two", "three"}));
+  auto first = Post(file);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->status, 200);
+  auto again = Post(file);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 200);
+  EXPECT_EQ(batches_.size(), 1u);
+  EXPECT_EQ(Metric("palisade_logpush_lines_total"), 3);
+  EXPECT_EQ(Outcome("ok"), 1);
+  EXPECT_EQ(Outcome("duplicate"), 1);
+  // The same lines sent uncompressed are the same upload.
+  auto plain = Post(Rays({"one", "two", "three"}), "");
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->status, 200);
+  EXPECT_EQ(batches_.size(), 1u);
+  EXPECT_EQ(Outcome("duplicate"), 2);
+  // Other lines are another upload; past the window the same file is taken again.
+  auto other = Post(Gzip(Rays({"one", "two"})));
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 200);
+  EXPECT_EQ(batches_.size(), 2u);
+  clock.Advance(absl::Hours(1) + absl::Seconds(1));
+  auto later = Post(file);
+  ASSERT_TRUE(later);
+  EXPECT_EQ(later->status, 200);
+  EXPECT_EQ(batches_.size(), 3u);
+  EXPECT_EQ(Outcome("duplicate"), 2);
+}
+
+// An upload is handed over batch by batch: when the sink refuses one midway, the batches before
+// it were taken. The reply is 503 (not all taken), and Logpush's retry hands only the rest.
+TEST_F(LogpushServerTest, ARetryAfterASinkFailureMidUploadCountsEachRecordOnce) {
+  LogpushReceiverOptions options;
+  options.max_batch_records = 2;
+  int calls = 0;
+  before_sink_ = [&] { fail_ = ++calls == 2; };
+  StartReceiver(options);
+  const std::string file = Gzip(Rays({"r1", "r2", "r3", "r4", "r5", "r6"}));
+  auto refused = Post(file);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 503);
   ASSERT_EQ(batches_.size(), 1u);
-  EXPECT_EQ(batches_[0].records_size(), 3'000);
+  EXPECT_THAT(Lines(batches_[0]), ElementsAre(Ray("r1"), Ray("r2")));
+  auto retried = Post(file);
+  ASSERT_TRUE(retried);
+  EXPECT_EQ(retried->status, 200);
+  std::vector<std::string> all;
+  for (const auto& batch : batches_) {
+    for (const std::string& line : Lines(batch)) all.push_back(line);
+  }
+  std::vector<std::string> want;
+  for (const char* r : {"r1", "r2", "r3", "r4", "r5", "r6"}) want.push_back(Ray(r));
+  EXPECT_EQ(all, want);
+  EXPECT_EQ(Metric("palisade_logpush_lines_total"), 6);
+  EXPECT_EQ(Outcome("unavailable"), 1);
+  EXPECT_EQ(Outcome("ok"), 1);
+  // And once all is taken, a third send is a duplicate.
+  auto third = Post(file);
+  ASSERT_TRUE(third);
+  EXPECT_EQ(third->status, 200);
+  EXPECT_EQ(Metric("palisade_logpush_lines_total"), 6);
+  EXPECT_EQ(Outcome("duplicate"), 1);
+}
+
+// Two uploads can be the same lines (second-resolution timestamps, a job whose fields leave out
+// RayID, a quiet zone's identical requests in one second): a batch was skipped as a resend when
+// only its lines matched an earlier one's, and the second upload's records never reached the
+// rules. Only batches whose every record carries a RayID are looked for and remembered.
+TEST_F(LogpushServerTest, UploadsWithoutRayIdsAreNeverSkippedAsResends) {
+  LogpushReceiverOptions options;
+  options.max_batch_records = 2;
+  StartReceiver(options);
+  const std::string same = "{\"ClientIP\":\"203.0.113.5\",\"EdgeStartTimestamp\":1700000000}\n";
+  for (int i = 0; i < 2; ++i) {
+    auto res = Post(Gzip(same + same));
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200);
+  }
+  EXPECT_EQ(batches_.size(), 2u);
+  EXPECT_EQ(Metric("palisade_logpush_lines_total"), 4);
+  EXPECT_EQ(Outcome("duplicate"), 0);
+  EXPECT_EQ(Outcome("ok"), 2);
+  EXPECT_EQ(Metric("palisade_logpush_batches_not_deduplicated_total"), 2);
+  // One record without it makes its batch not skippable; the batch of RayIDs before it is.
+  const std::string mixed = Gzip(Rays({"a", "b"}) + Rays({"c"}) + same);
+  for (int i = 0; i < 2; ++i) {
+    auto res = Post(mixed);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200);
+  }
+  EXPECT_EQ(batches_.size(), 5u);  // 2 + {a,b} once + {c,same} twice
+  EXPECT_EQ(Outcome("duplicate"), 0);
+  EXPECT_EQ(Metric("palisade_logpush_batches_not_deduplicated_total"), 4);
+}
+
+TEST_F(LogpushServerTest, ADuplicateWindowOfZeroHandsEveryResend) {
+  LogpushReceiverOptions options;
+  options.duplicate_window = absl::ZeroDuration();
+  StartReceiver(options);
+  const std::string file = Gzip(Rays({"one", "two"}));
+  for (int i = 0; i < 2; ++i) {
+    auto res = Post(file);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200);
+  }
+  EXPECT_EQ(batches_.size(), 2u);
+  EXPECT_EQ(Outcome("duplicate"), 0);
+  EXPECT_EQ(Metric("palisade_logpush_batches_not_deduplicated_total"), 2);
+}
+
+// The pipeline's time is not the sender's: batches were handed between reads of the body, so an
+// upload whose pipeline work took longer than request_timeout (a million records, four in
+// flight) had its next read cut at the deadline and was answered 408, and Logpush sent it again.
+// The body is read whole first; the sink then takes as long as it takes.
+TEST_F(LogpushServerTest, ASinkSlowerThanTheRequestTimeoutStillGets200) {
+  SimulatedClock clock;
+  LogpushReceiverOptions options;
+  options.clock = &clock;
+  options.request_timeout = absl::Seconds(60);
+  options.max_batch_records = 100;
+  before_sink_ = [&] { clock.Advance(absl::Seconds(61)); };  // each batch takes 61 s
+  StartReceiver(options);
+  std::string text;
+  for (int i = 0; i < 20'000; ++i) absl::StrAppend(&text, "{\"RayID\":\"", i, "\"}\n");
+  auto res = Post(text, "");  // plain: sent in many reads, the first batch full after the first
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(batches_.size(), 200u);
+  EXPECT_EQ(Metric("palisade_logpush_lines_total"), 20'000);
+  EXPECT_EQ(Outcome("timeout"), 0);
+  EXPECT_EQ(Outcome("ok"), 1);
 }
 
 TEST_F(LogpushServerTest, PastMaxInFlightIs503Busy) {
@@ -893,6 +1166,77 @@ TEST(LogpushConfigTest, UnreadableFilesNameTheInputNeverTheSecret) {
   r = StartWith(c, registry);
   EXPECT_THAT(r, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("inputs.logpush \"cf\"")));
   EXPECT_THAT(std::string(r.status().message()), Not(HasSubstr("s3cr3t")));
+}
+
+// A secret file others on the host can read is a secret already shared: refused, naming the
+// input and the file, as the Cloudflare token files are (CheckSecretFileMode).
+TEST(LogpushConfigTest, ASecretFileOpenToGroupOrOthersIsRefused) {
+  prometheus::Registry registry;
+  palisade::v1::LogpushInput c = Valid();
+  c.set_secret_file(TempFile("open-secret", kSecret));
+  for (mode_t mode : {0644, 0640, 0604, 0660, 0620}) {
+    ASSERT_EQ(::chmod(c.secret_file().c_str(), mode), 0);
+    absl::StatusOr<std::unique_ptr<LogpushReceiver>> r = StartWith(c, registry);
+    EXPECT_THAT(r, StatusIs(absl::StatusCode::kPermissionDenied,
+                            AllOf(HasSubstr("inputs.logpush \"cf\""), HasSubstr("open-secret"),
+                                  HasSubstr("chmod 600"))))
+        << std::oct << mode;
+    EXPECT_THAT(std::string(r.status().message()), Not(HasSubstr("s3cr3t")));
+  }
+  ASSERT_EQ(::chmod(c.secret_file().c_str(), 0400), 0);
+  EXPECT_TRUE(StartWith(c, registry).ok());
+  // A directory is no secret file.
+  c.set_secret_file(std::getenv("TEST_TMPDIR"));
+  EXPECT_THAT(StartWith(c, registry), StatusIs(absl::StatusCode::kInvalidArgument,
+                                               HasSubstr("inputs.logpush \"cf\"")));
+}
+
+// A FIFO at the secret's path (mode 0600): opened without blocking (a blocking open waits for a
+// writer that may never come, and the start with it) and refused. Run beside the test so a
+// blocked open fails it (after a minute, then unblocked by a writer) instead of hanging it.
+TEST(LogpushConfigTest, ASecretFifoIsRefusedWithoutBlocking) {
+  prometheus::Registry registry;
+  const std::string fifo = absl::StrCat(std::getenv("TEST_TMPDIR"), "/secret-fifo");
+  ::unlink(fifo.c_str());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  palisade::v1::LogpushInput c = Valid();
+  c.set_secret_file(fifo);
+  std::future<absl::StatusOr<std::unique_ptr<LogpushReceiver>>> started =
+      std::async(std::launch::async, [&] { return StartWith(c, registry); });
+  if (started.wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
+    ADD_FAILURE() << "the secret's read blocked on a FIFO";
+    const int w = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);  // lets the blocked open return
+    if (w >= 0) ::close(w);
+  }
+  EXPECT_THAT(started.get(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                      AllOf(HasSubstr("inputs.logpush \"cf\""),
+                                            HasSubstr("not a regular file"))));
+}
+
+// The secret is one header value: a file past 64 KiB is not one (a log, a disk image named by
+// mistake), refused instead of read whole into memory.
+TEST(LogpushConfigTest, ASecretFileOver64KiBIsRefused) {
+  prometheus::Registry registry;
+  palisade::v1::LogpushInput c = Valid();
+  c.set_secret_file(TempFile("huge-secret", std::string((64 << 10) + 1, 'x')));
+  EXPECT_THAT(StartWith(c, registry),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("inputs.logpush \"cf\""), HasSubstr("64 KiB"))));
+  c.set_secret_file(TempFile("big-secret", std::string(64 << 10, 'x')));
+  EXPECT_TRUE(StartWith(c, registry).ok());
+}
+
+// The secret typed where its file goes: the message naming the file shows a token shape only
+// as its fingerprint (the config refuses such a value first).
+TEST(LogpushConfigTest, ATokenWrittenAsTheSecretFileIsRedactedFromTheError) {
+  prometheus::Registry registry;
+  constexpr char kToken[] = "cfut_0123456789abcdefghijABCDEFGHIJ0123456789";
+  palisade::v1::LogpushInput c = Valid();
+  c.set_secret_file(kToken);
+  EXPECT_THAT(StartWith(c, registry),
+              StatusIs(absl::StatusCode::kNotFound,
+                       AllOf(HasSubstr("inputs.logpush \"cf\""), HasSubstr("[token sha256:"),
+                             Not(HasSubstr(kToken)))));
 }
 
 TEST(LogpushConfigTest, BadNamesPathsAndFormatsAreRefused) {

@@ -24,7 +24,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "services/common/ip.h"
-#include "services/formats/line_parser.h"
 
 namespace palisade {
 namespace {
@@ -786,17 +785,204 @@ const std::string& SyslogReceiver::PeerSource(const sockaddr_storage& from) cons
   return config_.source();
 }
 
-std::string SyslogReceiver::HostOf(absl::string_view frame, bool v5424) const {
-  // The HOSTNAME as the pipeline reads it (the same parser, one per format and connection
-  // thread, not one built per frame); the time is not used here.
-  thread_local LineParser p3164(palisade::v1::LOG_FORMAT_SYSLOG);
-  thread_local LineParser p5424(palisade::v1::LOG_FORMAT_SYSLOG5424);
-  LineParser& parser = v5424 ? p5424 : p3164;
-  thread_local ParsedLine parsed;
-  if (!parser.Parse(frame, clock_->TimeNow(), &parsed, YearRule::kAtMostADayAhead).ok()) {
-    return std::string();
+namespace {
+
+// `n` digits at `pos`, as LineParser reads a time field.
+bool Digits(absl::string_view text, size_t pos, size_t n, int* value) {
+  if (pos + n > text.size()) return false;
+  int v = 0;
+  for (size_t i = pos; i < pos + n; ++i) {
+    if (!absl::ascii_isdigit(text[i])) return false;
+    v = v * 10 + (text[i] - '0');
   }
-  return absl::AsciiStrToLower(parsed.host);
+  *value = v;
+  return true;
+}
+
+// "Jan" -> 1 ... "Dec" -> 12 (the three bytes at `p`), 0 for anything else (case counts, as
+// for LineParser).
+int Month(const char* p) {
+  static constexpr char kMonths[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+  for (int i = 0; i < 12; ++i) {
+    if (p[0] == kMonths[3 * i] && p[1] == kMonths[3 * i + 1] && p[2] == kMonths[3 * i + 2]) {
+      return i + 1;
+    }
+  }
+  return 0;
+}
+
+// The days of `month` in `year` (proleptic Gregorian, as absl's civil times).
+int DaysIn(int month, int year) {
+  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (month != 2) return kDays[month - 1];
+  return year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) ? 29 : 28;
+}
+
+// The length of the RFC 3339 stamp at the start of `text` as ParseRfc3339Near reads it
+// ("YYYY-MM-DD[Tt ]hh:mm:ss[.,fraction][Zz|+hh:mm|+hhmm]"), or 0 where it gives none or an
+// error (the header is then refused either way): the shape, the fields' ranges, a fraction of
+// 1 to 9 digits, an offset within +-23:59 and a date that exists.
+size_t Rfc3339Length(absl::string_view text) {
+  int year, month, day, hour, minute, second;
+  if (!Digits(text, 0, 4, &year) || text.size() < 19 || text[4] != '-' ||
+      !Digits(text, 5, 2, &month) || text[7] != '-' || !Digits(text, 8, 2, &day) ||
+      (text[10] != 'T' && text[10] != 't' && text[10] != ' ') || !Digits(text, 11, 2, &hour) ||
+      text[13] != ':' || !Digits(text, 14, 2, &minute) || text[16] != ':' ||
+      !Digits(text, 17, 2, &second)) {
+    return 0;
+  }
+  if (month < 1 || month > 12 || day < 1 || day > DaysIn(month, year) || hour > 23 ||
+      minute > 59 || second > 60) {
+    return 0;
+  }
+  size_t pos = 19;
+  if (pos < text.size() && (text[pos] == '.' || text[pos] == ',')) {
+    const size_t first = ++pos;
+    while (pos < text.size() && absl::ascii_isdigit(text[pos])) {
+      if (pos - first == 9) return 0;  // past nanoseconds: refused, and no longer scan
+      ++pos;
+    }
+    if (pos == first) return 0;
+  }
+  if (pos < text.size() && (text[pos] == 'Z' || text[pos] == 'z')) return pos + 1;
+  if (pos < text.size() && (text[pos] == '+' || text[pos] == '-')) {
+    int oh, om;
+    if (!Digits(text, pos + 1, 2, &oh)) return 0;
+    size_t end;
+    if (pos + 3 < text.size() && text[pos + 3] == ':' && Digits(text, pos + 4, 2, &om)) {
+      end = pos + 6;
+    } else if (Digits(text, pos + 3, 2, &om)) {
+      end = pos + 5;
+    } else {
+      return 0;
+    }
+    return oh <= 23 && om <= 59 ? end : 0;
+  }
+  return pos;
+}
+
+// The token at `*pos` up to the next space (or the end), and `*pos` past that space. A loop,
+// not find: header fields are a few bytes, and memchr's call cost half the 5424 read.
+inline absl::string_view Token(absl::string_view line, size_t* pos) {
+  const size_t start = std::min(*pos, line.size());
+  size_t end = start;
+  while (end < line.size() && line[end] != ' ') ++end;
+  *pos = end < line.size() ? end + 1 : end;
+  return absl::string_view(line.data() + start, end - start);
+}
+
+// Where the "<PRI>" at the start of `line` ends (its '>'), or npos where none does by byte 4, as
+// LineParser takes the first '>' and refuses one past 4. (Looked for in those 5 bytes only: a
+// search of the whole line for it cost a 3164 read a tenth.)
+inline size_t PriEnd(absl::string_view line) {
+  for (size_t i = 1; i < line.size() && i <= 4; ++i) {
+    if (line[i] == '>') return i;
+  }
+  return absl::string_view::npos;
+}
+
+// RFC 5424: "<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD ...", each header field
+// non-empty ("-" when left out) and the STRUCTURED-DATA starting "-" or "[", as
+// LineParser::ParseSyslog5424 requires.
+absl::string_view Hostname5424(absl::string_view line) {
+  if (line.empty() || line[0] != '<') return {};
+  const size_t close = PriEnd(line);
+  if (close == absl::string_view::npos) return {};
+  size_t pos = close + 1;
+  if (Token(line, &pos) != "1") return {};
+  const absl::string_view ts = Token(line, &pos);
+  if (ts.empty() || (ts != "-" && Rfc3339Length(ts) != ts.size())) return {};
+  const absl::string_view host = Token(line, &pos);
+  for (int field = 0; field < 3; ++field) {  // APP-NAME, PROCID, MSGID
+    if (Token(line, &pos).empty()) return {};
+  }
+  if (host.empty() || pos >= line.size() || (line[pos] != '-' && line[pos] != '[')) return {};
+  return host == "-" ? absl::string_view() : host;
+}
+
+// RFC 3164: "[<PRI>]TIMESTAMP HOSTNAME TAG...", the time "Mmm dd hh:mm:ss[.fraction]" (the day
+// space-padded, zero-padded or not; macOS's year after it), or an RFC 3339 stamp, as
+// LineParser::ParseSyslog3164 reads it.
+absl::string_view Hostname3164(absl::string_view line) {
+  size_t pos = 0;
+  if (!line.empty() && line[0] == '<') {
+    const size_t close = PriEnd(line);
+    if (close == absl::string_view::npos) return {};
+    pos = close + 1;
+  }
+  const absl::string_view rest = line.substr(pos);
+  if (!rest.empty() && absl::ascii_isdigit(rest[0])) {
+    const size_t used = Rfc3339Length(rest);
+    if (used == 0) return {};  // a digit first and no stamp: no "Mmm" either
+    pos += used;
+  } else {
+    const int month = rest.size() >= 14 ? Month(rest.data()) : 0;
+    if (month == 0 || rest[3] != ' ') return {};
+    int day, hour, minute, second, year = 0;
+    size_t at = 6;  // the space before hh:mm:ss
+    bool day_ok;
+    if (rest[4] == ' ') {
+      day_ok = Digits(rest, 5, 1, &day);
+    } else if (rest[5] == ' ') {
+      day_ok = Digits(rest, 4, 1, &day);
+      at = 5;
+    } else {
+      day_ok = Digits(rest, 4, 2, &day);
+    }
+    if (day_ok && rest.size() > at + 5 && rest[at] == ' ' && rest[at + 5] == ' ' &&
+        Digits(rest, at + 1, 4, &year)) {
+      at += 5;  // "Oct 27 2015 12:35:40" (a year 0000 is none: the line's is inferred)
+    }
+    if (!day_ok || rest.size() < at + 9 || rest[at] != ' ' || !Digits(rest, at + 1, 2, &hour) ||
+        rest[at + 3] != ':' || !Digits(rest, at + 4, 2, &minute) || rest[at + 6] != ':' ||
+        !Digits(rest, at + 7, 2, &second)) {
+      return {};
+    }
+    // A date with no year is dated in one that has it (29 February: LineParser takes the
+    // latest leap year behind now, and one is always within the 8 years it looks back).
+    constexpr int kALeapYear = 2000;
+    if (day < 1 || day > DaysIn(month, year > 0 ? year : kALeapYear) || hour > 23 ||
+        minute > 59 || second > 60) {
+      return {};
+    }
+    pos += at + 9;
+    if (pos < line.size() && line[pos] == '.') {  // "hh:mm:ss.123456": 1 to 9 digits
+      const size_t first = ++pos;
+      while (pos < line.size() && absl::ascii_isdigit(line[pos])) {
+        if (pos - first == 9) return {};
+        ++pos;
+      }
+      if (pos == first) return {};
+    }
+  }
+  if (pos >= line.size() || line[pos] != ' ') return {};
+  while (pos < line.size() && line[pos] == ' ') ++pos;
+  const absl::string_view host = Token(line, &pos);
+  // Empty: the line ends in blanks (refused). A tag where the host would be ("sshd[1]:",
+  // "sshd:"): no host, as a host name never ends with ':' nor holds a '['.
+  if (host.empty() || host.back() == ':' ||
+      std::find(host.begin(), host.end(), '[') != host.end()) {
+    return {};
+  }
+  return host;
+}
+
+}  // namespace
+
+absl::string_view SyslogReceiver::HostnameOf(absl::string_view frame, bool v5424) {
+  return v5424 ? Hostname5424(frame) : Hostname3164(frame);
+}
+
+std::string SyslogReceiver::HostOf(absl::string_view frame, bool v5424) {
+  // The header alone (HostnameOf): a whole LineParser::Parse per frame, the pipeline's parse
+  // again, cost a relay's frames that much more for the one token.
+  return absl::AsciiStrToLower(HostnameOf(frame, v5424));
+}
+
+absl::Duration SyslogReceiver::HostStreamIdle() const {
+  // The pipeline's bound as of now (a reload may have lengthened it), not as of Start.
+  if (!options_.stream_idle_bound) return options_.host_stream_idle;
+  return std::max(options_.host_stream_idle, options_.stream_idle_bound());
 }
 
 const std::string& SyslogReceiver::SourceOf(const std::string& host,
@@ -808,10 +994,10 @@ const std::string& SyslogReceiver::SourceOf(const std::string& host,
 
 bool SyslogReceiver::HostPlace(HostTable& table, const std::string& sender, const std::string& host,
                                absl::Time now) {
-  // A place is given up only once the pipeline has freed its stream (host_stream_idle), so the
-  // places bound the pipeline's streams; a scan at most once a second per sender, and in all,
-  // so a client naming a new host per line does not buy a scan per line.
-  const absl::Duration idle = options_.host_stream_idle;
+  // A place is given up only once the pipeline has freed its stream (HostStreamIdle:
+  // host_stream_idle, or the pipeline's current bound when longer), so the places bound the
+  // pipeline's streams; a scan at most once a second per sender, and in all, so a client naming
+  // a new host per line does not buy a scan per line.
   const uint64_t key = absl::Hash<absl::string_view>()(host);
   auto peer = table.peers.find(sender);
   if (peer != table.peers.end()) {
@@ -821,9 +1007,16 @@ bool SyslogReceiver::HostPlace(HostTable& table, const std::string& sender, cons
       return true;
     }
   }
+  // Read now, not at start: the pipeline keeps streams longer once a reload brings a longer
+  // window. Only when a sweep or the folding check needs it: not for each frame of a new host.
+  std::optional<absl::Duration> idle_now;
+  auto idle = [&] {
+    if (!idle_now.has_value()) idle_now = HostStreamIdle();
+    return *idle_now;
+  };
   auto sweep = [&](HostPlaces& places) {
     table.count -=
-        absl::erase_if(places.hosts, [&](const auto& kv) { return now - kv.second > idle; });
+        absl::erase_if(places.hosts, [&](const auto& kv) { return now - kv.second > idle(); });
   };
   if (peer != table.peers.end() &&
       peer->second.hosts.size() >= options_.max_host_streams_per_peer &&
@@ -837,7 +1030,7 @@ bool SyslogReceiver::HostPlace(HostTable& table, const std::string& sender, cons
     table.swept = now;
     for (auto it = table.peers.begin(); it != table.peers.end();) {
       sweep(it->second);
-      if (it->second.hosts.empty() && now - it->second.folded > idle && it != peer) {
+      if (it->second.hosts.empty() && now - it->second.folded > idle() && it != peer) {
         table.peers.erase(it++);
       } else {
         ++it;
@@ -847,7 +1040,7 @@ bool SyslogReceiver::HostPlace(HostTable& table, const std::string& sender, cons
   // A host of a sender that folded one lately goes in the sender's stream too, even with a
   // place free: the folded host, still sending, stays where its sessions are (the engine keys
   // them by stream) until quiet for as long as a place is kept.
-  const bool folding = peer != table.peers.end() && now - peer->second.folded <= idle;
+  const bool folding = peer != table.peers.end() && now - peer->second.folded <= idle();
   // Still full: the sender's stream, as before hosts had theirs (a peer's own hosts age by each
   // other's times there, not by other peers').
   if (folding ||
@@ -926,7 +1119,7 @@ std::string SyslogReceiver::UdpStream(const std::string& sender) {
     // new (forged) sender's stream would be one more the pipeline holds, and max_udp_senders
     // new ones every few minutes would take its shared max_sender_streams for a day.
     udp_streams_sweep_ = now;
-    const absl::Duration idle = options_.host_stream_idle;
+    const absl::Duration idle = HostStreamIdle();
     absl::erase_if(udp_streams_, [now, idle](const auto& kv) { return now - kv.second > idle; });
   }
   // Still full (that many senders, or forged addresses): the source's stream, as before

@@ -28,9 +28,10 @@
 // sender's hosts with a stream are at most max_host_streams_per_peer, all senders' max_host_streams
 // (UDP senders and TCP/TLS ones each, apart: forged datagrams take no TCP relay's places); past
 // that a frame goes in its sender's stream (counted). A host gives its place up only once quiet for
-// host_stream_idle, when the pipeline has freed its stream too (a place released earlier would let
-// renamed hosts hold more pipeline streams than the places), and a host folded once stays folded
-// until as quiet, so it never changes streams mid-session (the engine keys pid sessions by stream).
+// host_stream_idle, or the pipeline's current stream_idle_bound when longer, when the pipeline
+// has freed its stream too (a place released earlier would let renamed hosts hold more pipeline
+// streams than the places), and a host folded once stays folded until as quiet, so it never
+// changes streams mid-session (the engine keys pid sessions by stream).
 // So a client naming a new host per line holds max_host_streams_per_peer places for
 // host_stream_idle, and peers of its transport may find the max_host_streams left taken: their new
 // hosts then go in their own sender's stream, as before hosts had theirs.
@@ -85,6 +86,7 @@
 #define PALISADE_SERVICES_INPUTS_SYSLOG_RECEIVER_H_
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -93,6 +95,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "palisade/v1/config.pb.h"
@@ -158,8 +161,15 @@ struct SyslogReceiverOptions {
   // the pipeline keeps the stream (ExpireWindows: a day, plus kFutureHorizon, plus the longest
   // rule window or session ttl): released sooner, a new host's stream would be one more the
   // pipeline holds. The default covers windows and session ttls up to a day (the longest a
-  // session ttl may be; the shipped packs' longest window); set it longer for longer windows.
+  // session ttl may be; the shipped packs' longest window); longer windows: stream_idle_bound.
   absl::Duration host_stream_idle = absl::Hours(72);
+  // The pipeline's Pipeline::stream_idle_bound, read under the batch lock when a place may be
+  // given up or a folded sender's new host placed (so it must not block; the pipeline's takes
+  // no lock): a place is kept for the longer of it and host_stream_idle. Read once at start,
+  // a reload bringing a longer rule window (a longer bound) left the places on the old one, so
+  // hosts renamed past it had the pipeline hold more streams than the places. Null:
+  // host_stream_idle alone.
+  std::function<absl::Duration()> stream_idle_bound;
   // The pipeline's PipelineOptions::max_sender_streams, which every stream this receiver names
   // counts against (its UDP senders', both transports' hosts', its TCP/TLS peers'; shared with
   // other receivers). Start logs when this receiver's bounds alone can pass it: new senders'
@@ -276,6 +286,15 @@ class SyslogReceiver {
   static void Deframe(std::string* stream, size_t max_frame_bytes, DeframeState* state,
                       std::vector<std::string>* frames, uint64_t* malformed);
 
+  // The HOSTNAME of a frame, RFC 5424 (`v5424`) or RFC 3164, exactly as LineParser::Parse gives
+  // it (ParsedLine::host, case kept) in a UTC parser with a finite reference (the receiver's
+  // clock): empty for none (5424's "-", a 3164 tag where the host would be) and for a frame
+  // that Parse refuses. It reads only the header up to the HOSTNAME, and checks the timestamp
+  // as Parse does (its shape, its fields' ranges, that its date exists) without converting
+  // it: the pipeline parses the line whole anyway, and this runs on every frame of a relay.
+  // Exposed for tests and the benchmark.
+  static absl::string_view HostnameOf(absl::string_view frame, bool v5424);
+
  private:
   SyslogReceiver(palisade::v1::SyslogInput config, SyslogReceiverOptions options, BatchSink sink)
       : config_(std::move(config)), options_(std::move(options)), sink_(std::move(sink)) {}
@@ -288,8 +307,11 @@ class SyslogReceiver {
   // The source of a sender at `from`: the most specific sender_time_zones peer_cidr entry's
   // (ZonedSource), else config_.source(). A reference to a string the receiver keeps.
   const std::string& PeerSource(const sockaddr_storage& from) const;
-  // The HOSTNAME of `frame` as LineParser reads it, in lower case; empty: none.
-  std::string HostOf(absl::string_view frame, bool v5424) const;
+  // The HOSTNAME of `frame` as LineParser reads it (HostnameOf), in lower case; empty: none.
+  static std::string HostOf(absl::string_view frame, bool v5424);
+  // How long a host or UDP sender quiet that long keeps its place: host_stream_idle, or the
+  // pipeline's stream_idle_bound now when longer.
+  absl::Duration HostStreamIdle() const;
   // The source of a frame naming `host` (HostOf) from a sender whose PeerSource is
   // `peer_source`: the entry naming `host`, else `peer_source`.
   const std::string& SourceOf(const std::string& host, const std::string& peer_source) const;

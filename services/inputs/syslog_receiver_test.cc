@@ -20,15 +20,21 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
+#include <iterator>
 #include <map>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/civil_time.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/clock.h"
+#include "services/formats/line_parser.h"
 #include "services/pipeline/pipeline.h"
+#include "tests/corpus/corpus.h"
 
 namespace palisade {
 namespace {
@@ -255,6 +261,496 @@ TEST(DeframeTest, AConnectionWhoseFirstLineStartsNoFrameIsNewlineFramed) {
                    3);
 }
 
+// Frames from this file's and services/formats' line_parser_test's string literals that start as
+// a frame does (a count, <PRI>), or with an RFC 3164 or RFC 3339 time.
+constexpr const char* kHeaderSeeds[] = {
+    "100 <13>z",
+    "100 <38>...",
+    "100 <38>Mar  3 14:02:02 h",
+    "11 <34>1 hello\n<13>Mar  3 14:02:01 h sshd: a\n5 <1>xy<13>b\n",
+    "1733530000 <13>lie",
+    "1733530000 <13>lie\n<1>ok\n<2>two\n",
+    "1970-01-01 00:00:12 a clock never set: no time, not a line dropped",
+    "2007-01-19T12:20:33Z",
+    "2010-09-16T05:50:50.1254765Z",
+    "2010-09-16T05:50:50.999999999Z",
+    "2011-11-21T14:29:16Z",
+    "2013-04-07T07:08:36Z",
+    "2013-07-06T16:48:00Z",
+    "2013-07-09T00:45:17.123Z",
+    "2013-12-08T22:55:23Z",
+    "2013-12-17T13:58:14Z",
+    "2014-01-13T05:02:22Z",
+    "2014-01-31T01:25:17Z",
+    "2014-06-02T16:06:33.99Z",
+    "2014-06-27T15:51:19Z",
+    "2014-07-02T00:17:45Z",
+    "2015-10-07   8:25:38 [Warning] x",
+    "2015-10-07  8:2",
+    "2015-10-07  8:25",
+    "2015-10-07  8:25:3",
+    "2015-10-07  8:25:38 139817458968320 [Warning] Access denied for user 'root'@'192.0.2.7' ",
+    "2015-10-07  8:25:381 [Warning] x",
+    "2015-10-07  8:65:38 139817458968320 [Warning] x",
+    "2015-10-07 18:25:38 139817458968320 [Warning] Access denied",
+    "2015-10-07T08:25:38Z",
+    "2015-10-07T18:25:38Z",
+    "2015-10-27T12:35:40.25Z",
+    "2015-10-27T12:35:40Z",
+    "2015-11-29T16:38:01.818Z",
+    "2016-09-08T00:39:49Z",
+    "2016-12-31T23:59:60Z",
+    "2017-01-01T00:00:00Z",
+    "2020-10-19T15:44:33Z",
+    "2024-02-29T12:00:00Z",
+    "2024-03-06T10:00:00Z",
+    "2025-01-02T15:00:00Z",
+    "2025-03-03T10:00:00Z",
+    "2025-03-06T10:00:00Z",
+    "2025-06-01T12:00:00Z",
+    "2025-06-01T16:00:00Z",
+    "2025-08-06T08:14:52Z",
+    "2025-10-26T00:30:00Z",
+    "2025-10-26T01:30:00Z",
+    "2025-12-31T23:50:00Z",
+    "2025-12-31T23:59:58Z",
+    "2025-12-31T23:59:59Z",
+    "2026-01-01T00:00:00Z",
+    "2026-01-01T00:00:01Z",
+    "2026-01-01T00:00:03Z",
+    "2026-01-01T00:00:05Z",
+    "2026-01-01T00:10:00Z",
+    "2026-01-01T03:00:00Z",
+    "2026-01-01T04:50:00Z",
+    "2026-01-01T04:59:58Z",
+    "2026-01-01T05:00:00Z",
+    "2026-01-01T05:00:01Z",
+    "2026-01-01T05:10:00Z",
+    "2026-01-02T05:05:00Z",
+    "2026-01-15 09:00:00 [4211] x",
+    "2026-01-15 09:00:00.250 CET [41234] x",
+    "2026-01-15T08:00:00.250Z",
+    "2026-01-15T08:00:00Z",
+    "2026-01-15T09:00:00 h sshd: x",
+    "2026-01-15T09:00:00Z",
+    "2026-01-15T09:00:00Z h sshd: x",
+    "2026-01-15T14:00:00Z",
+    "2026-01-15T15:00:00Z",
+    "2026-02-01T14:02:01Z",
+    "2026-02-15T16:23:00Z",
+    "2026-02-28T00:00:00Z rest",
+    "2026-02-30 14:02:01 x",
+    "2026-02-31T00:00:00Z",
+    "2026-03-01T00:00:00Z",
+    "2026-03-03 14:02:01",
+    "2026-03-03 14:02:01 +0100 [4211] plain authenticator failed",
+    "2026-03-03 14:02:01 GMT [41234] postgres@postgres FATAL:  password authentication failed",
+    "2026-03-03 14:02:01 [4211] plain authenticator failed for (ylmf-pc) [203.0.113.60]:51234",
+    "2026-03-03 14:02:01.120 UTC [41234] [unknown]@[unknown] 203.0.113.7 LOG:  connection",
+    "2026-03-03 14:02:01.123 +01:00 [pid] x",
+    "2026-03-03 14:02:0123 x",
+    "2026-03-03 14:02:01x",
+    "2026-03-03 14:02:02 14 [Warning] Access denied for user 'admin'@'203.0.113.8'",
+    "2026-03-03 14:02:08: (mod_auth.c.525) password doesn't match",
+    "2026-03-03 14:40:30,101 ftp1 proftpd[6130] ftp1.example.com",
+    "2026-03-03 25:02:01 x",
+    "2026-03-03T04:02:03Z",
+    "2026-03-03T08:32:01Z",
+    "2026-03-03T13:02:01.123Z",
+    "2026-03-03T13:02:01.25Z",
+    "2026-03-03T13:02:01Z",
+    "2026-03-03T14:02:01+05 h",
+    "2026-03-03T14:02:01+0530 h",
+    "2026-03-03T14:02:01+0530 h sshd[1]: msg",
+    "2026-03-03T14:02:01+23:59",
+    "2026-03-03T14:02:01+9999",
+    "2026-03-03T14:02:01+99:99",
+    "2026-03-03T14:02:01+99:99 h sshd[1]: msg",
+    "2026-03-03T14:02:01-24:00",
+    "2026-03-03T14:02:01.",
+    "2026-03-03T14:02:01.003Z",
+    "2026-03-03T14:02:01.118Z",
+    "2026-03-03T14:02:01.120Z",
+    "2026-03-03T14:02:01.123+01:00 x",
+    "2026-03-03T14:02:01.123456789Z",
+    "2026-03-03T14:02:01.123456Z",
+    "2026-03-03T14:02:01.123456Z 12 [Note] [MY-010926] [Server] Access denied",
+    "2026-03-03T14:02:01.5-0330",
+    "2026-03-03T14:02:01.5Z",
+    "2026-03-03T14:02:01Z",
+    "2026-03-03T14:02:01Z h sshd: x",
+    "2026-03-03T14:02:01Z {\"actor\":{\"ip_address\":\"203.0.113.9\"}}",
+    "2026-03-03T14:02:02.5Z",
+    "2026-03-03T14:02:02Z",
+    "2026-03-03T14:02:03.123456789Z",
+    "2026-03-03T14:02:03Z",
+    "2026-03-03T14:02:04.000001Z",
+    "2026-03-03T14:02:04.667Z",
+    "2026-03-03T14:02:04.667Z: Failed Login: username=root ip=203.0.113.102",
+    "2026-03-03T14:02:05.1Z",
+    "2026-03-03T14:02:08.123Z",
+    "2026-03-03T14:02:08Z",
+    "2026-03-03T14:02:19.118+0000 I NETWORK  [listener] connection accepted",
+    "2026-03-03T14:02:19.118Z",
+    "2026-03-03T14:04:00Z",
+    "2026-03-03T14:40:30.101Z",
+    "2026-03-03T17:32:01.5Z",
+    "2026-03-03T19:02:01Z",
+    "2026-03-03T19:32:01Z",
+    "2026-03-03T21:02:01Z",
+    "2026-03-04T00:00:00Z",
+    "2026-03-08T06:59:00Z",
+    "2026-03-08T07:00:00Z",
+    "2026-03-08T07:31:00Z",
+    "2026-04-16T21:05:29Z",
+    "2026-04-17T04:05:29Z",
+    "2026-06-01T00:00:00Z",
+    "2026-07-15  9:00:00 139817458968320 [Warning] x",
+    "2026-07-15 09:00:00 +0000 [1] x",
+    "2026-07-15 09:00:00 PDT [1] x",
+    "2026-07-15 09:00:00 [4211] x",
+    "2026-07-15 09:00:00.250 CEST [41234] x",
+    "2026-07-15 09:00:00.250 UTC [41234] x",
+    "2026-07-15T07:00:00.250Z",
+    "2026-07-15T07:00:00Z",
+    "2026-07-15T09:00:00.250Z",
+    "2026-07-15T09:00:00Z",
+    "2026-07-15T09:00:00Z x",
+    "2026-07-15T13:00:00Z",
+    "2026-07-15T14:00:00Z",
+    "2026-07-15T15:00:00Z",
+    "2026-10-25 02:30:00 [1] x",
+    "2026-10-25 02:30:00.000 CEST [1] x",
+    "2026-10-25 02:30:00.000 CET [1] x",
+    "2026-10-25T00:30:00Z",
+    "2026-10-25T01:30:00Z",
+    "2026-10-25T01:31:00Z",
+    "2026-11-01T00:00:00Z",
+    "2026-11-01T01:10:00 h sshd: x",
+    "2026-11-01T05:10:00Z",
+    "2026-11-01T05:10:30Z",
+    "2026-11-01T05:59:59Z",
+    "2026-11-01T06:00:01Z",
+    "2026-11-01T06:10:00Z",
+    "2026-11-01T06:10:30Z",
+    "2026-11-01T06:30:00Z",
+    "2026-12-01T00:00:00Z",
+    "2286-11-20T17:46:39.999999999Z",
+    "4 <1>a",
+    "5 <1>ok",
+    "5 <3>ab",
+    "6 <1>one",
+    "6 <2>two",
+    "7 <13>one",
+    "7 <13>one7x <13>bad",
+    "7 <13>two",
+    "<13>",
+    "<13>1",
+    "<13>1 ",
+    "<13>1  web-1 sshd 1 - - x",
+    "<13>1 -  sshd 1 - - x",
+    "<13>1 - - - - - - x",
+    "<13>1 - h a p m",
+    "<13>1 - web-1  1 - - x",
+    "<13>1 - web-1 sshd",
+    "<13>1 - web-1 sshd  - - x",
+    "<13>1 - web-1 sshd 1  - x",
+    "<13>Dec  7 12:00:00 h app: a",
+    "<13>Dec  7 12:00:00 h app: c",
+    "<13>Dec  7 12:00:00 h app: d\n",
+    "<13>Dec  7 12:00:00 web-paris app: b",
+    "<13>Mar  3 14:02:01 h app: ",
+    "<13>Mar  3 14:02:01 h app: good ",
+    "<13>Mar  3 14:02:01 h app: last ",
+    "<13>Mar  3 14:02:01 h app: message ",
+    "<13>Mar  3 14:02:01 h app: not tls\n",
+    "<13>Mar  3 14:02:01 h sshd: a",
+    "<13>a",
+    "<13>a: again\n",
+    "<13>a: first\n",
+    "<13>a: in\n",
+    "<13>a: next\n",
+    "<13>a: one\n",
+    "<13>a: other\n",
+    "<13>a: second\n",
+    "<13>a: x\n",
+    "<13>a\n1733530000 rows\n<13>b\n",
+    "<13>a\n512 bytes\n<13>b\n",
+    "<13>after",
+    "<13>app: login failed for x",
+    "<13>b",
+    "<13>c",
+    "<13>first",
+    "<13>first\n",
+    "<13>first\n<13>",
+    "<13>first\njunk",
+    "<13>four",
+    "<13>last",
+    "<13>line one",
+    "<13>line one\nline two",
+    "<13>next",
+    "<13>one",
+    "<13>real one",
+    "<13>real two",
+    "<13>three",
+    "<13>two",
+    "<13>x",
+    "<13>x\n100 <13>z\n<13>real one\n<13>real two\n",
+    "<13>x\n5 <13>a\n1000 <13>z\n<13>real one\n<13>real two\n",
+    "<13>x\nrows 9 <13>forged\n<13>real one\n",
+    "<1>a",
+    "<1>a\n",
+    "<1>ok",
+    "<1>one",
+    "<1>xy",
+    "<2>",
+    "<2>two",
+    "<34>1 - - - - - - msg",
+    "<34>1 2016-12-31T23:59:60Z h a - - - x",
+    "<34>1 2026-01-15T09:00:00 web-1 sshd 4211 - - x",
+    "<34>1 2026-01-15T09:00:00Z web-1 sshd 4211 - - x",
+    "<34>1 2026-03-03T14:02:01+99:99 h sshd - - - Invalid user a from 1.2.3.4",
+    "<34>1 2026-03-03T14:02:01-05:30 h sshd - - - msg",
+    "<34>1 2026-03-03T14:02:01.",
+    "<34>1 2026-03-03T14:02:01.003Z web-1 sshd 4211 - ",
+    "<34>1 2026-11-01T01:10:00 h sshd 1 - - x",
+    "<34>1 hello",
+    "<34>1 yesterday h a - - - msg",
+    "<34>2 - - - - - - msg",
+    "<38>1 - h sshd 1 - - two",
+    "<38>1 2026-03-03T14:02:01Z h sshd 1 - - one",
+    "<38>1 2026-12-07T12:00:00Z - sshd 1 - - x",
+    "<38>1 garbage",
+    "<38>2026-03-03T14:02:01.250+01:00 h sshd: hello",
+    "<38>Dec  5 10:00:00 bastion sshd[9]: Failed password for root from 198.51.100.9 port 22 ",
+    "<38>Dec  7 07:00:",
+    "<38>Dec  7 07:00:00 web-ny",
+    "<38>Dec  7 12:00:00 a sshd[1]: one",
+    "<38>Dec  7 12:00:00 a sshd[1]: x",
+    "<38>Dec  7 12:00:00 a sshd[1]: x\n",
+    "<38>Dec  7 12:00:00 b sshd[1]: two",
+    "<38>Dec  7 12:00:00 b sshd[1]: x",
+    "<38>Dec  7 12:00:00 b sshd[1]: x\n<38>Dec  7 12:00:00 A sshd[1]: x\n",
+    "<38>Dec  7 12:00:00 c sshd[1]: three\n",
+    "<38>Dec  7 12:00:00 c sshd[1]: x",
+    "<38>Dec  7 12:00:00 c sshd[1]: x\n",
+    "<38>Dec  7 12:00:00 forged",
+    "<38>Dec  7 12:00:00 h",
+    "<38>Dec  7 12:00:00 sshd: x",
+    "<38>Dec  7 12:00:00 sshd[1]: x",
+    "<38>Dec  7 12:00:00 web sshd[1]: x",
+    "<38>Dec  7 12:00:00 web-utc",
+    "<38>Dec  7 21:00:00 web-tokyo",
+    "<38>Mar  3 14:02:01 h sshd[1]: one\n",
+    "<38>Mar  3 14:02:01 h sshd[1]: two",
+    "<38>Mar  3 14:02:01 h sshd[1]: whole",
+    "<38>Mar  3 14:02:02 h sshd[1]: three",
+    "<38>Mar  3 14:02:02 h sshd[2]: three\n",
+    "<38>Oct 27 2015 12:35:40.25 web-1 sshd[1]: Failed password",
+    "<38>not a syslog time at all",
+    "<3>ab",
+    "<3>c",
+    "<3>ok",
+    "<4>line",
+    "<5>fine",
+    "<6>",
+    "<7>after",
+    "Dec 31 22:00:00 h sshd: x",
+    "Dec 31 23:59:58 h sshd: x",
+    "Dec 31 23:59:59 auth: x",
+    "Dec 31 23:59:59 h cron: x",
+    "Dec 31 23:59:59 h sshd: x",
+    "Feb  1",
+    "Feb  1 14:02:01 h x: y",
+    "Feb 01 14:02:01 h x: y",
+    "Feb 1",
+    "Feb 1 14:02:01 ftp-1 proftpd[1]: msg",
+    "Feb 1 14:02:xx h x: y",
+    "Feb 15 16:23:00 srv httpd[22034]: [authz_core:error] [pid 22035] ",
+    "Feb 16 22:32:48 srv httpd[22034]: [error] [client 127.0.0.1] user x not ",
+    "Feb 1x14:02:01 h x: y",
+    "Feb 29 12:00:00 h sshd: x",
+    "Feb 30 2015 12:35:40 h x: y",
+    "Jan  1",
+    "Jan  1 00:00:01 h sshd: x",
+    "Jan  1 00:00:03 auth: x",
+    "Jan  1 00:00:03 h sshd: x",
+    "Jan  1 00:10",
+    "Jan  1 00:10:00 h sshd: x",
+    "Jan  2 00:05:00 h sshd: x",
+    "Jan  2 10:00:00 h sshd: x",
+    "Jan 10 00:00:00 h ",
+    "Jan 10 00:00:00 myhost proftpd[12345] myhost.example.com (x[203.0.113.7]): ",
+    "Jan 15 09:00:00 h sshd: x",
+    "Jul 15 09:00:00 auth: x",
+    "Jul 15 09:00:00 h sshd: x",
+    "Jul 15 2026 09:00:00 h x: y",
+    "Jun  1 12:00:00 h sshd: x",
+    "Jun 25 23:53:34 [sshd] User root from 203.0.113.7 not allowed",
+    "Mar  3 00:17:22 [sshd]: User root from 203.0.113.7 not allowed",
+    "Mar  3 14:02 x",
+    "Mar  3 14:02:01",
+    "Mar  3 14:02:01 h last message repeated 3 times",
+    "Mar  3 14:02:01 h sshd: x",
+    "Mar  3 14:02:01 h sshd[1]: x",
+    "Mar  3 14:02:01 web-1 nginx: 2026/03/03 14:02:01 [error] 12#0: *5 x",
+    "Mar  3 14:02:01 web-1 nginx: [error] 88#88: *9 limiting requests, excess: ",
+    "Mar  3 14:02:01 web-1 sshd[4211]: Failed password for root from ",
+    "Mar  3 14:02:01.",
+    "Mar  3 14:02:01. web-1 sshd[1]: x",
+    "Mar  3 14:02:01.12",
+    "Mar  3 14:02:01.123456 auth: Info: x",
+    "Mar  3 14:02:01.123456 auth: x",
+    "Mar  3 14:02:01.1234567890 auth: x",
+    "Mar  3 14:02:01.1234567890 web-1 sshd[1]: x",
+    "Mar  3 14:02:01.a web-1 sshd[1]: x",
+    "Mar  3 14:02:03.123456789 web-1 sshd[1]: Failed password",
+    "Mar  3 14:02:04.000001 web-1 sshd[1]: Failed password",
+    "Mar  3 14:02:05 web-1 nginx: 2026/03/03 14:02:01 [warn] 88#88: *9 m",
+    "Mar  3 14:04:00 auth: x",
+    "Mar  3 14:04:00 imap-login: Info: Disconnected (auth failed, 1 attempts in 2 secs)",
+    "Mar  6 10:00:00 h sshd: x",
+    "Mar  8 02:30:00 h sshd: x",
+    "Mar 03 14:02:01.123",
+    "Mar 03 14:02:01.123456",
+    "Mar 03 14:02:01.123456 web-1 sshd[1]: Failed password",
+    "Mar 03 14:02:02.5 web-1 sshd[1]: Failed password",
+    "Mar 03 14:04:00 auth: Info: x",
+    "Mar 11 22:52:12   lighttpd[53690]: ",
+    "Mar 11 22:52:12   lighttpd[53690]: (mod_fastcgi.c.2676) x",
+    "Mar 3 14:02:05.1 web-1 sshd[1]: Failed password",
+    "Mar 3 14:04:00 auth-worker(900): Info: pam(admin,203.0.113.65): unknown user",
+    "Mar 32 14:02:01 x",
+    "Mar 33 14:02:01 h x: y",
+    "Nov  1 00:10:00 h sshd: x",
+    "Nov  1 01:00:01 h sshd: x",
+    "Nov  1 01:10:00 h sshd: x",
+    "Nov  1 01:30:00 h sshd: x",
+    "Nov  1 01:59:59 h sshd: x",
+    "Nov  1 02:10:00 h sshd: x",
+    "Nov  3 12:00:00 h sshd: x",
+    "Nov  3 23:59:60 h sshd: x",
+    "Nov 23 21:50:37 sshd: Connection closed",
+    "Nov 23 21:50:37 sshd[8148]: Invalid user admin from 203.0.113.7 port 22",
+    "Oct 27 2015 12:35 h x: y",
+    "Oct 27 2015 12:35:40",
+    "Oct 27 2015 12:35:40 h x: y",
+    "Oct 27 2015 12:35:40 test1.example.net screensharingd[1170]: ",
+    "Oct 27 2015 12:35:40 test1.example.net screensharingd[1170]: Authentication: FAILED",
+    "Oct 27 20155 12:35:40 h x: y",
+};
+
+// Each way a header can go wrong where the host is read: cut after each byte, each byte dropped,
+// doubled, or replaced with one a header's grammar gives a meaning to, or a CR or a byte past
+// ASCII (blanks and hostile bytes are where the two readers could part).
+std::vector<std::string> Mutations(const std::string& s) {
+  static constexpr char kBytes[] = {' ', '-', '[', ']', ':', '0', '2', '9', '.', ',', 'T', 't',
+                                    'Z', '+', '<', '>', '1', 'x', '\t', '\0', '\r', '\x80'};
+  std::vector<std::string> out;
+  for (size_t i = 0; i <= s.size(); ++i) {
+    out.push_back(s.substr(0, i));
+    if (i == s.size()) break;
+    out.push_back(s.substr(0, i) + s.substr(i + 1));
+    out.push_back(s.substr(0, i + 1) + s.substr(i));
+    for (char c : kBytes) {
+      std::string m = s;
+      m[i] = c;
+      out.push_back(std::move(m));
+    }
+  }
+  return out;
+}
+
+// HostnameOf reads only the header (the receiver used to parse each frame whole for its host,
+// and the pipeline parses it again): it must give what LineParser::Parse gives, the same host
+// and the same "none" where Parse refuses the line, for either format, over the test frames
+// above, the sshd corpus, hand-made headers (IPv6 hosts, long hosts, NILVALUEs, extra blanks,
+// no PRI, dates that do not exist) and every mutation of them; and with a reference in a year
+// whose 29 February does not exist. Parse's caches are warm as the receiver's parser was.
+TEST(HostnameOfTest, ReadsWhatTheLineParserReads) {
+  std::vector<std::string> base(std::begin(kHeaderSeeds), std::end(kHeaderSeeds));
+  const std::string long_host(253, 'a'), longer_host(300, 'b'), huge_host(5000, 'c');
+  for (const std::string& host :
+       {std::string("web-1"), std::string("2001:db8::7"), std::string("::1"),
+        std::string("[2001:db8::7]"), std::string("fe80::1%eth0"), std::string("WEB.Example.COM"),
+        std::string("h:"), std::string("-"), long_host, longer_host, huge_host}) {
+    for (const std::string& time :
+         {std::string("Dec  7 12:00:00"), std::string("Dec 07 12:00:00"),
+          std::string("Feb 1 14:02:01"), std::string("Feb 29 10:00:00"),
+          std::string("Feb 30 10:00:00"), std::string("Apr 31 10:00:00"),
+          std::string("Oct 27 2015 12:35:40"), std::string("Feb 29 2024 12:35:40"),
+          std::string("Feb 29 2023 12:35:40"), std::string("Feb 29 0000 12:35:40"),
+          std::string("Mar  3 14:02:01.123456789"), std::string("Mar  3 14:02:01.1234567890"),
+          std::string("Mar  3 23:59:60"), std::string("2026-12-07T12:00:00Z"),
+          std::string("2026-12-07T12:00:00.5+05:30"), std::string("2026-12-07 12:00:00"),
+          std::string("2026-02-29T12:00:00Z"), std::string("2024-02-29T12:00:00-0330"),
+          std::string("2016-12-31T23:59:60Z"), std::string("2026-12-07T12:00:00+05")}) {
+      base.push_back(absl::StrCat("<38>", time, " ", host, " sshd[1]: Failed password"));
+      base.push_back(absl::StrCat(time, "  ", host, " sshd: x"));
+      base.push_back(absl::StrCat("<38>1 ", time, " ", host, " sshd 1 - - x"));
+    }
+    for (const std::string& tail : {std::string(" sshd 1 - - x"), std::string(" - - - - x"),
+                                    std::string(" a p m [sd x=\"]\"] x"), std::string(" a p m x"),
+                                    std::string(" a p m"), std::string(" a p m -")}) {
+      base.push_back(absl::StrCat("<38>1 2026-12-07T12:00:00Z ", host, tail));
+      base.push_back(absl::StrCat("<38>1 - ", host, tail));
+    }
+  }
+  for (const char* odd :
+       {"", "<", "<>", "<38>", "<12345>1 - h a - - - x", "<1>1 - h a b c -",
+        "38>Dec  7 12:00:00 h x: y", "<38>Dec  7 12:00:00", "<38>Dec  7 12:00:00 ",
+        "<38>Dec  7 12:00:00   ", "<38>1", "<38>1 ", "<38>2 - h a b c - x"}) {
+    base.emplace_back(odd);
+  }
+  CorpusOptions corpus;
+  corpus.lines = 3000;
+  for (const std::string& line : GenerateSshd(corpus).lines) {
+    base.push_back("<38>" + line);
+  }
+  std::vector<std::string> frames;
+  for (size_t i = 0; i < base.size(); ++i) {
+    const std::string& f = base[i];
+    frames.push_back(f);
+    // No PRI, and a PRI where there was none.
+    if (!f.empty() && f[0] == '<' && f.find('>') != std::string::npos) {
+      frames.push_back(f.substr(f.find('>') + 1));
+    } else {
+      frames.push_back("<13>" + f);
+    }
+    if (i % 20 == 0 || i < std::size(kHeaderSeeds)) {
+      for (std::string& m : Mutations(f.substr(0, 120))) frames.push_back(std::move(m));
+    }
+  }
+  size_t hosts = 0, none = 0, mismatches = 0;
+  // 2026-12-07, and 2100-03-01 (2100 has no 29 February: Parse dates one in 2096).
+  const absl::Time in_2100 =
+      absl::FromCivil(absl::CivilSecond(2100, 3, 1, 0, 0, 0), absl::UTCTimeZone());
+  for (const absl::Time now : {absl::FromUnixSeconds(1'796'644'800), in_2100}) {
+    LineParser p3164(palisade::v1::LOG_FORMAT_SYSLOG);
+    LineParser p5424(palisade::v1::LOG_FORMAT_SYSLOG5424);
+    ParsedLine parsed;
+    for (const std::string& frame : frames) {
+      for (const bool v5424 : {false, true}) {
+        LineParser& parser = v5424 ? p5424 : p3164;
+        const absl::string_view want =
+            parser.Parse(frame, now, &parsed, YearRule::kAtMostADayAhead).ok() ? parsed.host
+                                                                               : "";
+        const absl::string_view got = SyslogReceiver::HostnameOf(frame, v5424);
+        (want.empty() ? none : hosts)++;
+        if (got != want && ++mismatches <= 20) {
+          ADD_FAILURE() << (v5424 ? "5424" : "3164") << " \"" << absl::CEscape(frame)
+                        << "\": HostnameOf \"" << absl::CEscape(got) << "\", Parse \""
+                        << absl::CEscape(want) << "\"";
+        }
+      }
+    }
+  }
+  EXPECT_EQ(mismatches, 0u) << "of " << hosts + none << " reads";
+  // Both answers are well covered.
+  EXPECT_GT(hosts, 20000u);
+  EXPECT_GT(none, 20000u);
+}
+
 TEST(TokenBucketTest, BurstThenRate) {
   SimulatedClock clock;
   TokenBucket b(/*rate=*/2, /*burst=*/3, clock.TimeNow());
@@ -284,6 +780,7 @@ class ReceiverTest : public ::testing::Test {
     if (pipeline_sender_streams_ > 0) options.pipeline_sender_streams = pipeline_sender_streams_;
     options.flush_interval = absl::Milliseconds(10);
     options.clock = clock;
+    options.stream_idle_bound = stream_idle_bound_;
     if (fake_peers_) {
       options.peer_address_for_tests = [this](const std::string&) {
         absl::MutexLock lock(&peer_mu_);
@@ -402,6 +899,7 @@ class ReceiverTest : public ::testing::Test {
   size_t max_host_streams_per_peer_ = 1024;
   size_t max_host_streams_ = 8192;
   size_t pipeline_sender_streams_ = 0;  // 0: the option's default
+  std::function<absl::Duration()> stream_idle_bound_;  // SyslogReceiverOptions'
   bool fake_peers_ = false;
   absl::Mutex peer_mu_;
   std::string peer_ ABSL_GUARDED_BY(peer_mu_);
@@ -1714,6 +2212,97 @@ TEST_F(ReceiverTest, AUdpSendersPlaceIsReleasedOnlyPastTheIdleBound) {
   // Past it: the new sender takes the place.
   clock.Advance(absl::Seconds(2));
   EXPECT_EQ(stream_of("127.0.0.3"), "127.0.0.3 h");
+  r->Stop();
+}
+
+// The pipeline keeps an idle stream for stream_idle_bound, which a reload bringing a longer rule
+// window lengthens. A host's or UDP sender's place follows it then: with the bound read once at
+// start, places were given up after 72 h while the pipeline kept their streams for 9 days, so
+// hosts (or forged senders) renamed past 72 h had it hold more streams than the places.
+TEST_F(ReceiverTest, PlacesFollowThePipelinesIdleBoundAfterAReload) {
+  auto rules_with_window = [](int64_t seconds) {
+    auto pack = ParseRulePack(absl::StrCat(R"pb(
+      rules {
+        id: "ssh-fail"
+        formats: LOG_FORMAT_SYSLOG
+        patterns: "Failed password for \\S+ from (?P<ip>\\S+) port"
+        threshold {
+          count: 3
+          window { seconds: )pb", seconds, R"pb( }
+        }
+        decision {
+          action: ACTION_BLOCK
+          duration { seconds: 600 }
+        }
+      }
+    )pb"), "test.textproto");
+    EXPECT_TRUE(pack.ok()) << pack.status();
+    auto rules = RuleSet::Compile({*pack});
+    EXPECT_TRUE(rules.ok()) << rules.status();
+    return *std::move(rules);
+  };
+  SimulatedClock clock(absl::FromUnixSeconds(1'796'644'800));
+  PipelineOptions options;
+  options.time_zone = absl::UTCTimeZone();
+  DecisionTable table(clock);
+  prometheus::Registry pipeline_registry;
+  Pipeline pipeline(rules_with_window(600), options, clock, table, pipeline_registry);
+  const absl::Duration host_stream_idle = SyslogReceiverOptions().host_stream_idle;
+  ASSERT_LT(pipeline.stream_idle_bound(), host_stream_idle);
+  stream_idle_bound_ = [&pipeline] { return pipeline.stream_idle_bound(); };
+  palisade::v1::SyslogInput config;
+  config.set_name("central");
+  config.set_tcp_listen("127.0.0.1:0");
+  config.set_udp_listen("127.0.0.1:0");
+  max_host_streams_per_peer_ = 1;
+  auto r = Start(config, &clock, /*max_udp_senders=*/1);
+  ASSERT_NE(r, nullptr);
+  const int port = r->tcp_port();
+  size_t sent = 0;
+  auto udp_stream_of = [&](const char* from) {  // the stream of a datagram from `from`
+    SendUdpFrom(from, r->udp_port(), 1);
+    ++sent;
+    if (WaitFor(sent).size() < sent) return std::string("(none)");
+    absl::MutexLock lock(&mu_);
+    const std::string& s = senders_.back();
+    return s.substr(0, s.find(" <"));
+  };
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 a sshd[1]: x"), "127.0.0.2 a");
+  ++sent;
+  EXPECT_EQ(udp_stream_of("127.0.0.2"), "127.0.0.2 h");
+  // A reload: a rule counts over a week now, and the pipeline keeps streams 9 days.
+  pipeline.SetRules(rules_with_window(7 * 24 * 3600));
+  const absl::Duration bound = pipeline.stream_idle_bound();
+  ASSERT_EQ(bound, absl::Hours(48) + absl::Hours(7 * 24));
+  // Past host_stream_idle, within the new bound: "a" and UDP 127.0.0.2 keep their places.
+  clock.Advance(host_stream_idle + absl::Seconds(1));
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 b sshd[1]: x"), "127.0.0.2");
+  ++sent;
+  EXPECT_EQ(udp_stream_of("127.0.0.3"), "");
+  // Past the new bound (and "b" and 127.0.0.3 quiet as long since they were folded).
+  clock.Advance(bound + absl::Seconds(1));
+  EXPECT_EQ(StreamOf(port, "127.0.0.2", "<38>Dec  7 12:00:00 b sshd[1]: x"), "127.0.0.2 b");
+  ++sent;
+  EXPECT_EQ(udp_stream_of("127.0.0.3"), "127.0.0.3 h");
+  r->Stop();
+}
+
+// The pipeline's bound is read under the batch lock only when a sweep or the folding check
+// needs it: a new sender's first host, with places free, needs neither.
+TEST_F(ReceiverTest, ANewSendersHostIsPlacedWithoutReadingTheBound) {
+  std::atomic<int> reads{0};
+  stream_idle_bound_ = [&reads] {
+    ++reads;
+    return absl::Hours(1);
+  };
+  palisade::v1::SyslogInput config;
+  config.set_name("central");
+  config.set_tcp_listen("127.0.0.1:0");
+  auto r = Start(config);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(StreamOf(r->tcp_port(), "127.0.0.2", "<38>Dec  7 12:00:00 a sshd[1]: x"),
+            "127.0.0.2 a");
+  EXPECT_EQ(reads.load(), 0);
   r->Stop();
 }
 

@@ -376,6 +376,7 @@ Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options
     counter->Increment();
     active.Set(static_cast<double>(decisions_.active_count()));
   });
+  StoreStreamIdleBound();
   absl::MutexLock lock(&metrics_mu_);
   RebuildRuleMetricsLocked();
 }
@@ -1319,6 +1320,7 @@ void Pipeline::SetRules(std::shared_ptr<const RuleSet> rules,
     absl::MutexLock rules_lock(&rules_mu_);
     if (allowlist.has_value()) engine_.SetAllowlist(*std::move(allowlist));
     engine_.SetRules(std::move(rules));
+    StoreStreamIdleBound();
     {
       // No batch holds a memo now (they do under rules_mu_): the idle ones were found with the
       // old rules, whose address a new RuleSet could take.
@@ -1339,15 +1341,17 @@ std::shared_ptr<const RuleSet> Pipeline::rules() const {
   return engine_.rules();
 }
 
-absl::Duration Pipeline::StreamIdleBoundLocked() const {
+void Pipeline::StoreStreamIdleBound() {
   absl::Duration longest = options_.engine.sessions.ttl;
   for (const auto& rule : engine_.rules()->rules()) longest = std::max(longest, rule->window);
-  return absl::Hours(24) + kFutureHorizon + longest;
+  stream_idle_bound_ns_.store(
+      absl::ToInt64Nanoseconds(absl::Hours(24) + kFutureHorizon + longest),
+      std::memory_order_relaxed);
 }
 
 absl::Duration Pipeline::stream_idle_bound() const {
-  absl::ReaderMutexLock lock(&rules_mu_);
-  return StreamIdleBoundLocked();
+  // No lock (see stream_idle_bound_ns_): a reload's new bound is seen by the next read.
+  return absl::Nanoseconds(stream_idle_bound_ns_.load(std::memory_order_relaxed));
 }
 
 void Pipeline::ExpireWindows() {
@@ -1359,7 +1363,7 @@ void Pipeline::ExpireWindows() {
   // behind the clock, and the longest window (or session ttl) after that it has aged out.
   // Its place and id go to new streams (a freed id's windows, if any, would age by the new
   // stream's time: the safe side of never).
-  const absl::Time idle_before = now - StreamIdleBoundLocked();
+  const absl::Time idle_before = now - stream_idle_bound();
   {
     absl::MutexLock lock(&streams_mu_);
     for (auto it = streams_.begin(); it != streams_.end();) {

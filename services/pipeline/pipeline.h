@@ -29,6 +29,7 @@
 #define PALISADE_SERVICES_PIPELINE_PIPELINE_H_
 
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <limits>
@@ -419,12 +420,13 @@ class Pipeline {
   void FeedLine(absl::string_view line, absl::Time when, uint32_t stream, FedMemo& memo,
                 ParsedLine& parsed, std::vector<Detection>* out)
       ABSL_SHARED_LOCKS_REQUIRED(rules_mu_);
-  // stream_idle_bound, under rules_mu_ (ExpireWindows holds it).
-  absl::Duration StreamIdleBoundLocked() const ABSL_SHARED_LOCKS_REQUIRED(rules_mu_);
+  // stream_idle_bound of the engine's rules: at construction and in SetRules, as writer.
+  void StoreStreamIdleBound();
   // A memo of the pool (or a new one), emptied unless it was found with `rules`; and back.
   std::unique_ptr<FedMemo> TakeFedMemo(const RuleSet* rules);
   void ReturnFedMemo(std::unique_ptr<FedMemo> memo);
   friend class PipelineFedMemoPeer;  // pipeline_test: takes and returns memos directly
+  friend class PipelineRulesLockPeer;  // pipeline_test: holds rules_mu_ as a reload does
 
   // The per-rule match counters from the engine's totals, the detections of `detected`'s
   // rules, the engine gauges. Under rules_mu_ (the rules in use).
@@ -469,6 +471,10 @@ class Pipeline {
   // Readers: batches (and sweeps, snapshots). Writer: a rule swap.
   mutable absl::Mutex rules_mu_;
   Engine engine_;  // thread-safe for Process; rule swaps under rules_mu_ as writer
+  // stream_idle_bound in nanoseconds, written with the rules (StoreStreamIdleBound): a syslog
+  // receiver reads it under its batch lock, per frame of a new host, and a reader of rules_mu_
+  // would queue there behind a reload's writer.
+  std::atomic<int64_t> stream_idle_bound_ns_{0};
   // Idle memos of fed decision lines: at most FedMemo::kIdleMemos.
   mutable absl::Mutex fed_memos_mu_ ABSL_ACQUIRED_AFTER(rules_mu_);
   std::vector<std::unique_ptr<FedMemo>> fed_memos_ ABSL_GUARDED_BY(fed_memos_mu_);

@@ -1,11 +1,15 @@
 #include "services/pipeline/pipeline.h"
 
 #include <algorithm>
+#include <functional>
 #include <limits>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/proto_time.h"
@@ -897,6 +901,51 @@ TEST_F(PipelineTest, StreamIdleBoundIsWhatExpireWindowsKeeps) {
   clock_.Advance(absl::Seconds(1));
   pipeline.ExpireWindows();
   EXPECT_LT(pipeline.streams(), streams);
+}
+
+}  // namespace
+
+// Holds rules_mu_ as a reload's SetRules does, while `during` runs.
+class PipelineRulesLockPeer {
+ public:
+  static void WhileRulesLockHeld(Pipeline& pipeline, const std::function<void()>& during) {
+    absl::MutexLock lock(&pipeline.rules_mu_);
+    during();
+  }
+};
+
+namespace {
+
+// stream_idle_bound follows SetRules both ways, and takes no lock: a syslog receiver reads it
+// under its batch lock, and a reader of rules_mu_ queues behind a reload's writer (absl), which
+// would park UDP, every TCP/TLS connection and the flush timer through the reload. The writer is
+// held here outright (a reader that waits for it fails the same way, after the wide margin).
+TEST_F(PipelineTest, StreamIdleBoundFollowsSetRulesAndTakesNoLock) {
+  PipelineOptions options;
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(), options, clock_, table, registry);
+  pipeline.SetRules(*RuleSet::Compile({*ParseRulePack(
+      absl::StrReplaceAll(kPack, {{"window { seconds: 60 }", "window { seconds: 72000 }"}}),
+      "long.textproto")}));
+  EXPECT_EQ(pipeline.stream_idle_bound(), absl::Hours(68));
+  pipeline.SetRules(Rules());
+  EXPECT_EQ(pipeline.stream_idle_bound(), absl::Hours(48) + absl::Minutes(10));
+
+  absl::Notification read;
+  absl::Duration bound;
+  bool returned = false;
+  std::thread reader;
+  PipelineRulesLockPeer::WhileRulesLockHeld(pipeline, [&] {
+    reader = std::thread([&] {
+      bound = pipeline.stream_idle_bound();
+      read.Notify();
+    });
+    returned = read.WaitForNotificationWithTimeout(absl::Seconds(30));
+  });
+  reader.join();
+  EXPECT_TRUE(returned) << "stream_idle_bound waited for rules_mu_";
+  EXPECT_EQ(bound, absl::Hours(48) + absl::Minutes(10));
 }
 
 // The engine's byte bounds reach Prometheus through the pipeline, each under its own name and

@@ -28,8 +28,10 @@ AuditPoller::AuditPoller(CloudflareClient& client, Feed feed, Store* store, Cloc
       polls_(prometheus::BuildCounter()
                  .Name("palisade_audit_log_polls_total")
                  .Help(
-                     "Polls of the Cloudflare audit logs, by result (ok, incomplete: more "
-                     "records than max_pages x page_limit, the older not read; failed)")
+                     "Polls of the Cloudflare audit logs, by result (ok; incomplete: more new "
+                     "records than max_pages x page_limit, the older not read; "
+                     "overlap_truncated: a full read of the overlap ran out of pages, late "
+                     "records deeper in it not read; failed)")
                  .Register(registry)),
       records_(prometheus::BuildCounter()
                    .Name("palisade_audit_log_records_total")
@@ -42,6 +44,9 @@ AuditPoller::~AuditPoller() { Stop(); }
 absl::Status AuditPoller::Restore() {
   since_ = clock_.TimeNow() - options_.first_lookback;
   seen_.clear();
+  // The API may have listed records late, below those fed, while palisaded was down: the first
+  // poll reads the overlap once.
+  last_full_read_ = absl::InfinitePast();
   if (store_ == nullptr) return absl::OkStatus();
   absl::StatusOr<std::string> blob = store_->LoadSnapshot(kSnapshot);
   if (!blob.ok()) return blob.status();
@@ -93,9 +98,20 @@ absl::Status AuditPoller::PollOnce() {
   // before it costs a page, not a walk up from its 00:00.
   const absl::Time since = since_;
   const absl::Time before = clock_.TimeNow();
+  // Between full reads the records below the newest ones are those fed before: a page of them
+  // ends the poll, so a quiet poll costs one call, not the overlap's pages. Every
+  // full_read_every (and first after a start) the poll reads the whole overlap again, for the
+  // records the API listed late, by their time, below records already fed. It is done now if
+  // waiting for the next poll, an interval on, would leave more than full_read_every between
+  // full reads (">= full_read_every" rounded the gap up to whole intervals: 9m58s at 4m59s). A
+  // clock stepped back (a negative gap) reads it too, rather than none until it catches up.
+  const absl::Duration since_full_read = before - last_full_read_;
+  const bool full_read = since_full_read < absl::ZeroDuration() ||
+                         since_full_read + options_.interval > options_.full_read_every;
   std::vector<AuditLogEntry> gathered;  // newest first, the ones fed before skipped
   std::string cursor;
-  bool complete = false;
+  bool reached_end = false;  // the listing reached the position (or ran out)
+  bool reached_fed = false;  // a record fed before was read: every newer one was too
   for (int page_number = 0; page_number < options_.max_pages; ++page_number) {
     // Nothing is fed yet and the position has not moved: the next start reads these again.
     if (stop_.HasBeenNotified()) return absl::CancelledError("audit logs: stopping");
@@ -104,20 +120,32 @@ absl::Status AuditPoller::PollOnce() {
                               CloudflareClient::AuditOrder::kNewestFirst);
     // A partial poll feeds nothing: feeding its newest part would move the position past the
     // part not read yet.
-    if (!page.ok()) return Finish(page.status(), "failed");
+    if (!page.ok()) {
+      last_full_read_ = absl::InfinitePast();  // see below: a failed poll
+      return Finish(page.status(), "failed");
+    }
+    bool only_fed = !page->items.empty();
     for (AuditLogEntry& e : page->items) {
-      if (!e.id.empty() && seen_.count(e.id)) continue;  // read in an earlier poll's overlap
+      if (!e.id.empty() && seen_.count(e.id)) {
+        // Fed by an earlier poll: every record newer than it, so every one newer than the
+        // position, has been read by now (newest first). Pages that run out below it leave
+        // only records fed before, or listed late, unread: the poll is not incomplete.
+        reached_fed = true;
+        continue;
+      }
+      only_fed = false;
       gathered.push_back(std::move(e));
     }
     cursor = page->cursor;
     if (cursor.empty()) {
-      complete = true;
+      reached_end = true;
       break;
     }
+    if (only_fed && !full_read) break;
   }
-  if (!complete) {
-    // More than max_pages x page_limit records since the position: the newest are fed and the
-    // position moves past them, so the older part of this burst is never read.
+  if (!reached_end && !reached_fed) {
+    // More than max_pages x page_limit records newer than any fed before: the newest are fed
+    // and the position moves past them, so the older part of this burst is never read.
     Log(absl::StrCat("poll incomplete: ", options_.max_pages, " pages of ", options_.page_limit,
                      " records did not reach back to ",
                      absl::FormatTime(absl::RFC3339_full, since, absl::UTCTimeZone()),
@@ -176,7 +204,29 @@ absl::Status AuditPoller::PollOnce() {
   if (fed > 0) {
     if (absl::Status s = Save(); !s.ok() && result.ok()) result = s;
   }
-  return Finish(result, !result.ok() ? "failed" : complete ? "ok" : "incomplete");
+  // A failed poll may leave records read but not fed below records fed before (listed late),
+  // which the next poll, stopping at the first page of fed ones, might not reach: it reads the
+  // whole overlap. A full read whose pages ran out inside the overlap counts as done (a busy
+  // account's overlap may hold more than max_pages x page_limit: retrying would make every poll
+  // a full read), but not as "ok": late records deeper in the overlap were not read.
+  if (!result.ok()) {
+    last_full_read_ = absl::InfinitePast();
+    return Finish(result, "failed");
+  }
+  if (full_read) last_full_read_ = before;
+  if (!reached_end && !reached_fed) return Finish(result, "incomplete");
+  if (!full_read) return Finish(result, "ok");
+  const bool truncated = !reached_end;
+  if (truncated && !overlap_truncated_) {  // one line an episode, as for failures
+    Log(absl::StrCat("full read of the overlap truncated (logged again only after one reaches "
+                     "back to the position): ",
+                     options_.max_pages, " pages of ", options_.page_limit,
+                     " records did not reach back to ",
+                     absl::FormatTime(absl::RFC3339_full, since, absl::UTCTimeZone()),
+                     "; records listed late below those read are not fed"));
+  }
+  overlap_truncated_ = truncated;
+  return Finish(result, truncated ? "overlap_truncated" : "ok");
 }
 
 absl::Status AuditPoller::Finish(absl::Status status, const char* result) {

@@ -6,14 +6,16 @@
 //
 // A poll reads newest first from now back to the position, under one query, gathers the
 // records not seen (at most max_pages x page_limit), feeds them oldest first, then moves and
-// saves the position once.
+// saves the position once. It stops at the first page holding only records fed before (a quiet
+// poll: one call), except every full_read_every and first after a start, when it reads the whole
+// overlap again for the records the API listed late.
 //
 // Position: `since` is the newest record time fed less the overlap (records the API had not yet
 // indexed when the newest was read are picked up by the next poll), with the ids of the records
 // fed inside that overlap, which are skipped when they come again (at most max_seen_ids, the
 // oldest forgotten first). Both are kept in the store (snapshot "audit_poller") after each poll
-// that fed records, so a restart neither reads the same records again nor misses those written
-// meanwhile. A first start reads back first_lookback.
+// that fed records, so a restart neither feeds the same records again nor misses those written
+// meanwhile (it reads the overlap once). A first start reads back first_lookback.
 //
 // Thread-safety: PollOnce may not run concurrently with itself; Start/Stop from one thread.
 #ifndef PALISADE_SERVICES_SERVER_AUDIT_POLLER_H_
@@ -42,11 +44,24 @@ struct AuditPollerOptions {
   // How far back `since` stays behind the newest record seen: the API may list a record a
   // little after its time (minutes, at busy times).
   absl::Duration overlap = absl::Minutes(10);
+  // How often a poll reads the whole overlap again, for the records the API listed late (by
+  // their time, below records already fed); the polls between stop at the first page of records
+  // already fed. Full reads are at most this far apart (a poll reads it if the next, an
+  // interval on, would be later; a clock stepped back reads it at once). Tolerance: a record
+  // listed up to overlap - full_read_every + interval after its time (defaults: 6 min; with
+  // full_read_every <= interval, every poll a full read: overlap) is fed by the next full read,
+  // as the poll before it left the position at least interval + overlap back; one listed later,
+  // below records fed, can fall below the position first and is missed
+  // (ARecordListedLaterThanTheToleranceIsMissed). Polls that take long shrink it by their time.
+  absl::Duration full_read_every = absl::Minutes(5);
   // Where a first start (no saved position) begins: records of the hour before the start.
   absl::Duration first_lookback = absl::Hours(1);
   int page_limit = 100;   // records a page (the API takes 1..1000)
-  // Pages a poll reads back from now; a poll that does not reach the position in them feeds
-  // the newest, counts the poll "incomplete", and the older records of that burst are not read.
+  // Pages a poll reads back from now; a poll that reaches neither the position nor a record fed
+  // before in them feeds the newest, counts the poll "incomplete", and the older records of
+  // that burst are not read. (A full read that runs out inside the records fed before is not
+  // incomplete: every new record was read; only late ones listed deeper are not. It is counted
+  // "overlap_truncated" and logged once until a full read reaches the position again.)
   int max_pages = 100;
   // Ids remembered inside the overlap: at least one full poll's (max_pages x page_limit). Beyond
   // it the oldest are forgotten and fed again if they come again (a repeat, never a miss).
@@ -99,8 +114,10 @@ class AuditPoller {
   prometheus::Counter& records_;
   absl::Time since_ = absl::InfinitePast();
   std::map<std::string, absl::Time> seen_;  // id → record time, the records at or after since_
+  absl::Time last_full_read_ = absl::InfinitePast();  // the last poll that read the overlap
   uint64_t sequence_ = 0;
   bool failing_ = false;  // the last poll failed (its failure logged)
+  bool overlap_truncated_ = false;  // the last full read ran out of pages (logged)
   absl::Notification stop_;
   std::unique_ptr<std::thread> thread_;
 };

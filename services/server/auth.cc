@@ -40,6 +40,12 @@ absl::StatusOr<std::unique_ptr<Authorizer>> Authorizer::Create(
   std::unique_ptr<Authorizer> auth(new Authorizer(registry));
   for (int i = 0; i < config.clients_size(); ++i) {
     const palisade::v1::ApiClient& c = config.clients(i);
+    // The name is whose stream share and shipped positions a call uses, and the empty one the
+    // anonymous client's (no clients). The config loader refuses it too, naming the file; this
+    // holds for any other caller. Entries of one name are one client (a token rotation).
+    if (c.name().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("api.clients[", i, "]: name is required"));
+    }
     const std::string& hex = c.token_sha256();
     if (hex.size() != 64 || !std::all_of(hex.begin(), hex.end(), [](char ch) {
           return absl::ascii_isdigit(ch) || (ch >= 'a' && ch <= 'f');
@@ -69,10 +75,10 @@ absl::StatusOr<std::unique_ptr<Authorizer>> Authorizer::Create(
   return auth;
 }
 
-grpc::Status Authorizer::Check(const grpc::CallbackServerContext* context, Role needed,
-                               const char* method) const {
+grpc::Status Authorizer::Check(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
+                               Role needed, const char* method, std::string* client) const {
+  if (client != nullptr) client->clear();
   if (clients_.empty()) return grpc::Status::OK;
-  const auto& metadata = context->client_metadata();
   auto it = metadata.find("authorization");
   absl::string_view header =
       it == metadata.end() ? absl::string_view()
@@ -99,7 +105,14 @@ grpc::Status Authorizer::Check(const grpc::CallbackServerContext* context, Role 
     return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                         absl::StrCat("client \"", found->name, "\" may not call ", method));
   }
+  if (client != nullptr) *client = found->name;
   return grpc::Status::OK;
+}
+
+absl::flat_hash_set<std::string> Authorizer::client_names() const {
+  absl::flat_hash_set<std::string> names;
+  for (const Client& c : clients_) names.insert(c.name);
+  return names;
 }
 
 bool IsLoopbackListen(absl::string_view listen) {

@@ -7,6 +7,8 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <tuple>
+#include <vector>
 
 #include <unistd.h>
 
@@ -14,12 +16,15 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "services/bouncer_api/bouncer_api_config.h"
 #include "services/cluster/nats_client.h"
+#include "services/common/fingerprint.h"
 #include "services/common/ip.h"
 #include "services/common/parallel.h"
 #include "services/common/proto_time.h"
@@ -32,12 +37,17 @@
 namespace palisade {
 namespace {
 
+std::string RedactSecretWords(absl::string_view message);
+
 class FirstError : public google::protobuf::io::ErrorCollector {
  public:
   explicit FirstError(std::string file) : file_(std::move(file)) {}
   void AddError(int line, google::protobuf::io::ColumnNumber column,
                 const std::string& message) override {
-    if (first_.empty()) first_ = absl::StrCat(file_, ":", line + 1, ":", column + 1, ": ", message);
+    if (first_.empty()) {
+      first_ = absl::StrCat(file_, ":", line + 1, ":", column + 1, ": ",
+                            RedactSecretWords(message));
+    }
   }
   const std::string& first() const { return first_; }
 
@@ -245,7 +255,118 @@ bool ApiBaseAllowed(absl::string_view url) {
   return ip && (kLoopbackV4.Contains(*ip) || kLoopbackV6.Contains(*ip));
 }
 
+// Whether a value written where a secret's file or variable goes looks like the secret itself:
+// a token shape the engine redacts (FindTokenShapes: cfut_/cfat_ tokens, a value after
+// "Bearer"), a classic API token (40 of [A-Za-z0-9_-], unprefixed: upper and lower case and
+// digits, which no file or variable name mixes at that length), or a Global API Key (37 hex).
+// Past the token shapes, a value with a '.' in it is taken for a path, and one with a '/' too
+// unless it also has a '+' or an '=': 32+ characters of base64 (a Logpush secret made with
+// `openssl rand -base64 32`), which file and variable names of that length do not hold.
+bool LooksLikeSecret(absl::string_view value) {
+  if (!FindTokenShapes(value).empty()) return true;
+  // The Authorization header value Logpush sends ("Bearer <secret>").
+  if (value.size() > 7 && absl::StartsWithIgnoreCase(value, "bearer") &&
+      absl::ascii_isspace(static_cast<unsigned char>(value[6]))) {
+    return true;
+  }
+  if (value.size() < 32 || value.size() > 120) return false;
+  if (value.find_first_of("+=") != absl::string_view::npos &&
+      std::all_of(value.begin(), value.end(), [](char c) {
+        return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '/' ||
+               c == '=' || c == '_' || c == '-';
+      })) {
+    return true;
+  }
+  bool upper_case = false, lower_case = false, digit = false, hex = true;
+  for (char c : value) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if (!absl::ascii_isalnum(u) && c != '_' && c != '-') return false;
+    upper_case |= absl::ascii_isupper(u);
+    lower_case |= absl::ascii_islower(u);
+    digit |= absl::ascii_isdigit(u);
+    hex &= absl::ascii_isxdigit(u) != 0;
+  }
+  return (upper_case && lower_case && digit) || (hex && digit && (upper_case || lower_case));
+}
+
+// The text parser quotes the token it stopped at ("Expected string, got: X", "has no field named
+// \"X\""): a secret typed unquoted where its file goes, or on a line of its own, would reach the
+// log and the Admin reload reply, and CheckSecretReference would never see it. The token shapes,
+// and every word (a run of [A-Za-z0-9_+/=-], or a '/'-separated part of one) LooksLikeSecret
+// flags, are shown as their fingerprints; the rest (a misspelt field name) is kept for the
+// operator. (A token the tokenizer cuts, at a '-' or a '+', is quoted up to the cut only.)
+std::string RedactSecretWords(absl::string_view message) {
+  std::string text;
+  if (!RedactTokenShapes(message, &text)) text = std::string(message);
+  auto shown = [](absl::string_view word) {
+    return LooksLikeSecret(word) ? absl::StrCat("[token ", Fingerprint(word), "]")
+                                 : std::string(word);
+  };
+  auto in_word = [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' ||
+           c == '+' || c == '/' || c == '=';
+  };
+  std::string out;
+  for (size_t i = 0; i < text.size();) {
+    if (!in_word(text[i])) {
+      out.push_back(text[i++]);
+      continue;
+    }
+    size_t end = i;
+    while (end < text.size() && in_word(text[end])) ++end;
+    const absl::string_view word = absl::string_view(text).substr(i, end - i);
+    if (LooksLikeSecret(word)) {
+      absl::StrAppend(&out, shown(word));
+    } else {
+      std::vector<std::string> parts = absl::StrSplit(word, '/');
+      for (std::string& part : parts) part = shown(part);
+      absl::StrAppend(&out, absl::StrJoin(parts, "/"));
+    }
+    i = end;
+  }
+  return out;
+}
+
+// token_env is a variable's name, and the *_file fields paths: an operator who writes the token
+// there would see it in the next message that names the field's value ("token file PATH cannot
+// be read", "environment variable NAME is not set"), in the log. Refused here, naming the field
+// and never the value.
+absl::Status CheckSecretReference(const std::string& file, absl::string_view field,
+                                  absl::string_view value, bool env_name) {
+  if (value.empty()) return absl::OkStatus();
+  if (env_name) {
+    const bool name = (absl::ascii_isalpha(static_cast<unsigned char>(value[0])) ||
+                       value[0] == '_') &&
+                      std::all_of(value.begin(), value.end(), [](char c) {
+                        return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_';
+                      });
+    if (!name || LooksLikeSecret(value)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file, ": ", field,
+          ": must be the name of an environment variable ([A-Za-z_][A-Za-z0-9_]*) that holds the "
+          "token; the value is not shown, as it may be the token itself"));
+    }
+    return absl::OkStatus();
+  }
+  if (LooksLikeSecret(value)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        file, ": ", field,
+        ": looks like the secret itself, not the path of a file that holds it (the value is not "
+        "shown); write the secret to a file only its owner reads (chmod 600) and name the file "
+        "here (a file name of that shape: write it as ./NAME)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateCloudflare(const std::string& file, palisade::v1::CloudflareConfig* cf) {
+  // Before the enabled check: a block that is off still has the value in the config file.
+  for (const auto& [field, value, env] :
+       {std::tuple<const char*, const std::string&, bool>{"cloudflare.token_env",
+                                                          cf->token_env(), true},
+        {"cloudflare.token_file", cf->token_file(), false},
+        {"cloudflare.api_key_file", cf->api_key_file(), false}}) {
+    if (absl::Status s = CheckSecretReference(file, field, value, env); !s.ok()) return s;
+  }
   if (!cf->enabled()) return absl::OkStatus();
   auto error = [&file](absl::string_view field, absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat(file, ": cloudflare.", field, ": ", why));
@@ -441,6 +562,13 @@ absl::Status ValidateIngress(const std::string& file, palisade::v1::Config* conf
   for (int i = 0; i < api->clients_size(); ++i) {
     const palisade::v1::ApiClient& c = api->clients(i);
     const std::string field = absl::StrCat("api.clients[", i, "] (\"", c.name(), "\")");
+    // The name is whose shipped positions and stream share a call uses; "" is the anonymous
+    // client's (no api.clients). Entries of one name are one client (an old and a new token
+    // during a rotation), so a name may repeat.
+    if (c.name().empty()) {
+      return error(absl::StrCat("api.clients[", i, "]"),
+                   "name is required (whose shipped positions and stream share its calls use)");
+    }
     if (!LowerHex(c.token_sha256(), 64)) {
       return error(field, "token_sha256 must be 64 lowercase hex characters (palisadectl "
                           "hash-token)");
@@ -848,6 +976,15 @@ absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
     }
   }
   absl::Status s = CheckInputNames(file, config.inputs());
+  if (!s.ok()) return s;
+  for (const palisade::v1::LogpushInput& in : config.inputs().logpush()) {
+    s = CheckSecretReference(file, absl::StrCat("inputs.logpush \"", in.name(), "\": secret_file"),
+                             in.secret_file(), /*env_name=*/false);
+    if (!s.ok()) return s;
+  }
+  // libnats names the file in its connect errors (NatsClient::Connect does too).
+  s = CheckSecretReference(file, "cluster.nats.credentials_file",
+                           config.cluster().nats().credentials_file(), /*env_name=*/false);
   if (!s.ok()) return s;
   auto* guard = config.mutable_guard();
   for (int i = 0; i < guard->never_ban_size(); ++i) {

@@ -1,6 +1,7 @@
 #include "services/server/config.h"
 
 #include "absl/strings/str_cat.h"
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -33,6 +34,7 @@ using ::palisade::testing::IsOk;
 using ::palisade::testing::StatusIs;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 TEST(ConfigTest, DefaultsAreLoopbackAndTheShippedPacksLoad) {
   palisade::v1::Config config = DefaultConfig("rules");
@@ -810,6 +812,17 @@ rules {
   EXPECT_THAT(LoadRules(bare, 1, {}, FeedNames::kAny), IsOk());
 }
 
+// A pack file emptied (a truncate-then-write caught by SIGHUP) refuses the reload's rule set,
+// naming the file, so the running rules and their windows stay.
+TEST(ConfigTest, AnEmptyPackRefusesTheWholeSet) {
+  const std::string empty = absl::StrCat(std::getenv("TEST_TMPDIR"), "/truncated.textproto");
+  std::ofstream(empty, std::ios::trunc).flush();
+  palisade::v1::Config config = DefaultConfig("rules");
+  config.add_rule_files(empty);
+  EXPECT_THAT(LoadRules(config), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          AllOf(HasSubstr(empty), HasSubstr("pack has no rules"))));
+}
+
 TEST(ConfigTest, ABadPackRefusesTheWholeSet) {
   palisade::v1::Config config = DefaultConfig("rules");
   config.add_rule_files("rules/does-not-exist.textproto");
@@ -940,6 +953,28 @@ TEST(ConfigTest, ApiClientsAndTlsAreValidatedAtLoad) {
   EXPECT_THAT(ParseConfig("rule_files: \"a\" metrics_tls { client_ca_file: \"ca.pem\" }",
                           "/etc/p/c.textproto", "/etc/p"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("metrics_tls")));
+}
+
+// A client's name is whose shipped positions and stream share its calls use, and the empty name
+// the anonymous client's (no api.clients): an entry without one is refused at load, naming the
+// file and the entry. Entries of one name are one client: the old and the new token of a
+// rotation, listed side by side, are taken.
+TEST(ConfigTest, AnApiClientNeedsANameAndEntriesMayShareOne) {
+  const std::string old_hash(64, 'a'), new_hash(64, 'b');
+  auto parse = [](const std::string& api) {
+    return ParseConfig(absl::StrCat("rule_files: \"a\" api { ", api, " }"), "/etc/p/c.textproto",
+                       "/etc/p");
+  };
+  EXPECT_THAT(parse(absl::StrCat("clients { name: \"ops\" token_sha256: \"", old_hash,
+                                 "\" roles: API_ROLE_ADMIN } clients { token_sha256: \"", new_hash,
+                                 "\" roles: API_ROLE_INGEST }")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("c.textproto"), HasSubstr("api.clients[1]"),
+                             HasSubstr("name is required"))));
+  EXPECT_THAT(parse(absl::StrCat("clients { name: \"ops\" token_sha256: \"", old_hash,
+                                 "\" roles: API_ROLE_ADMIN } clients { name: \"ops\" ",
+                                 "token_sha256: \"", new_hash, "\" roles: API_ROLE_ADMIN }")),
+              IsOk());
 }
 
 }  // namespace
@@ -1169,6 +1204,116 @@ TEST(ConfigTest, CloudflareCredentialCombinationsAreCheckedAtLoad) {
                                       AllOf(HasSubstr("c.textproto"), HasSubstr(message))))
         << text;
   }
+}
+
+// The token typed where its file or variable goes (token_file, token_env, api_key_file, a Logpush
+// secret_file): every later message ("token file PATH cannot be read", "environment variable NAME
+// is not set") would carry it to the log. Refused at load, naming the field, never the value.
+TEST(ConfigTest, ASecretWrittenWhereItsFileOrVariableGoesIsRefusedWithoutShowingIt) {
+  const std::string cfut = "cfut_Q7pXk2Lm9RtZ0wVc3NbY8aHs1JdE6gUi5oKeT4rF";
+  const std::string classic = "Xk3-9fQ2_vLm8RtZ0pWc7NbY4aHs1JdE6gUi5oKe";  // 40, no prefix
+  const std::string global_key = "1e4c9a07b3d2f58e6a0c1b9d7f3e2a5c4b8d6";   // 37 hex
+  const struct {
+    std::string fields;
+    const char* field;
+    std::string secret;
+  } bad[] = {
+      {absl::StrCat("token_env: \"", cfut, "\""), "cloudflare.token_env", cfut},
+      {absl::StrCat("token_env: \"", classic, "\""), "cloudflare.token_env", classic},
+      {"token_env: \"CF TOKEN s3cr3tValue\"", "cloudflare.token_env", "s3cr3tValue"},
+      {absl::StrCat("token_file: \"", cfut, "\""), "cloudflare.token_file", cfut},
+      {absl::StrCat("token_file: \"", classic, "\""), "cloudflare.token_file", classic},
+      {absl::StrCat("token_file: \"/run/secrets/", cfut, "\""), "cloudflare.token_file", cfut},
+      {absl::StrCat("allow_global_api_key: true email: \"ops@example.com\" api_key_file: \"",
+                    global_key, "\""),
+       "cloudflare.api_key_file", global_key},
+  };
+  for (const auto& [fields, field, secret] : bad) {
+    absl::StatusOr<palisade::v1::Config> parsed = ParseWithCloudflare(fields);
+    EXPECT_THAT(parsed, StatusIs(absl::StatusCode::kInvalidArgument,
+                                 AllOf(HasSubstr("c.textproto"), HasSubstr(field))))
+        << fields;
+    EXPECT_THAT(std::string(parsed.status().message()), Not(HasSubstr(secret))) << fields;
+  }
+  // Also with the block off: the value is in the config file all the same.
+  absl::StatusOr<palisade::v1::Config> off = ParseConfig(
+      absl::StrCat("rule_files: \"a\" cloudflare { token_file: \"", cfut, "\" }"), "c.textproto",
+      "/etc/p");
+  EXPECT_THAT(off, StatusIs(absl::StatusCode::kInvalidArgument,
+                            HasSubstr("cloudflare.token_file")));
+  EXPECT_THAT(std::string(off.status().message()), Not(HasSubstr(cfut)));
+  // The Logpush header value itself, or a token, where its file goes.
+  for (const std::string& value : {std::string("Bearer s3cr3t-8c6b1f0e"), cfut}) {
+    absl::StatusOr<palisade::v1::Config> logpush = ParseConfig(
+        absl::StrCat("rule_files: \"a\" inputs { logpush { name: \"cf\" listen: \"127.0.0.1:0\" "
+                     "format: \"raw\" secret_file: \"",
+                     value, "\" } }"),
+        "c.textproto", "/etc/p");
+    EXPECT_THAT(logpush, StatusIs(absl::StatusCode::kInvalidArgument,
+                                  AllOf(HasSubstr("c.textproto"),
+                                        HasSubstr("inputs.logpush \"cf\": secret_file"))))
+        << value;
+    EXPECT_THAT(std::string(logpush.status().message()),
+                AllOf(Not(HasSubstr("s3cr3t")), Not(HasSubstr(cfut))));
+  }
+  // A base64 secret (openssl rand -base64 32) where the Logpush secret's file goes, and a token
+  // where the NATS credentials file goes.
+  const std::string base64 = "q8Zb0W1x+Lk4/Rt7Yp2N9vHc3Jm6Fd5Gs0Ea1Ui8Ko4=";
+  absl::StatusOr<palisade::v1::Config> b64 = ParseConfig(
+      absl::StrCat("rule_files: \"a\" inputs { logpush { name: \"cf\" listen: \"127.0.0.1:0\" "
+                   "format: \"raw\" secret_file: \"",
+                   base64, "\" } }"),
+      "c.textproto", "/etc/p");
+  EXPECT_THAT(b64, StatusIs(absl::StatusCode::kInvalidArgument,
+                            HasSubstr("inputs.logpush \"cf\": secret_file")));
+  EXPECT_THAT(std::string(b64.status().message()), Not(HasSubstr("q8Zb0W1x")));
+  absl::StatusOr<palisade::v1::Config> nats = ParseConfig(
+      absl::StrCat("rule_files: \"a\" cluster { nats { credentials_file: \"", classic, "\" } }"),
+      "c.textproto", "/etc/p");
+  EXPECT_THAT(nats, StatusIs(absl::StatusCode::kInvalidArgument,
+                             HasSubstr("cluster.nats.credentials_file")));
+  EXPECT_THAT(std::string(nats.status().message()), Not(HasSubstr(classic)));
+  // Names and paths as they are meant: taken.
+  EXPECT_THAT(ParseWithCloudflare("token_env: \"CLOUDFLARE_API_TOKEN\""), IsOk());
+  EXPECT_THAT(ParseWithCloudflare("token_env: \"_cf_token_2\""), IsOk());
+  EXPECT_THAT(ParseWithCloudflare("token_file: \"/run/credentials/palisaded.service/cf-token\""),
+              IsOk());
+  EXPECT_THAT(ParseWithCloudflare("token_file: \"cloudflare_api_token_production_zone_2\""),
+              IsOk());
+}
+
+// A secret the text parser stops at: typed unquoted where its file goes ("Expected string, got:
+// X"), or on a line of its own ("has no field named \"X\""). The parser's message quotes the
+// token and reaches the log and the Admin reload reply before CheckSecretReference runs.
+TEST(ConfigTest, AParseErrorDoesNotQuoteASecretItStoppedAt) {
+  const std::string cfut = "cfut_Q7pXk2Lm9RtZ0wVc3NbY8aHs1JdE6gUi5oKeT4rF";
+  const std::string classic = "Xk39fQ2_vLm8RtZ0pWc7NbY4aHs1JdE6gUi5oKeA";  // 40, no prefix
+  const std::string global_key = "e1c9a07b3d2f58e6a0c1b9d7f3e2a5c4b8d61";   // 37 hex
+  const std::string base64 = "q8Zb0W1x+Lk4/Rt7Yp2N9vHc3Jm6Fd5Gs0Ea1Ui8Ko4=";
+  for (const std::string& secret : {cfut, classic, global_key, base64}) {
+    for (const std::string& text :
+         {absl::StrCat("rule_files: \"a\" cloudflare { token_file: ", secret, " }"),
+          absl::StrCat("rule_files: \"a\" cloudflare { api_key_file: ", secret, " }"),
+          absl::StrCat("rule_files: \"a\"\ncloudflare {\n  token_file: \"t\"\n  ", secret,
+                       "\n}\n"),
+          absl::StrCat("rule_files: \"a\" inputs { logpush { name: \"cf\" secret_file: ", secret,
+                       " } }")}) {
+      absl::StatusOr<palisade::v1::Config> parsed = ParseConfig(text, "c.textproto", "/etc/p");
+      EXPECT_THAT(parsed, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("c.textproto:")))
+          << text;
+      const std::string message(parsed.status().message());
+      // Neither the whole secret nor the part before a '+', '/' or '='.
+      EXPECT_THAT(message, AllOf(Not(HasSubstr(secret)), Not(HasSubstr(secret.substr(0, 12)))))
+          << text;
+    }
+  }
+  // What the parser says of a plain mistake is kept whole: the operator needs the name.
+  EXPECT_THAT(ParseConfig("rule_files: \"a\" cloudflare { token_fil: \"t\" }", "c.textproto",
+                          "/etc/p"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("\"token_fil\"")));
+  EXPECT_THAT(ParseConfig("rule_files: \"a\" cloudflare { enabled: ture }", "c.textproto",
+                          "/etc/p"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("ture")));
 }
 
 // Plain http carries the token in clear: only to a host that is loopback, read from the URL's

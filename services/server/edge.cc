@@ -115,7 +115,8 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
         source.token_env.empty()
             ? "token rotation is not configured: add cloudflare { rotation { interval { ... } } } "
               "(the token must come from cloudflare.token_file)"
-            : absl::StrCat("the API token comes from environment variable ", source.token_env,
+            : absl::StrCat("the API token comes from environment variable ",
+                           ShownSecretName(source.token_env),
                            ": a rolled secret could not be written back, so it cannot be "
                            "rotated; use cloudflare.token_file and cloudflare.rotation");
   }

@@ -43,22 +43,6 @@ void CountIfRefusedForSize(grpc::CallbackServerContext* context, ApiLimits& limi
   }
 }
 
-// Whose share of api.max_streams a streaming call counts in (ApiLimits::AcquireStream): called
-// once Allow passed, so with clients configured the bearer token is a known one, and its hash
-// stands for the client (the Authorizer does not hand out the client's name). Never shown,
-// logged or counted. Empty when no clients are configured (a token sent then is ignored by the
-// authorizer and names no one: leftover tokens would share one key, a token per call none):
-// there is no one to tell apart, and only the process's pool applies.
-std::string StreamClient(const Guarded& guard, const grpc::CallbackServerContext* context) {
-  if (!guard.authenticates()) return std::string();
-  const auto& metadata = context->client_metadata();
-  auto it = metadata.find("authorization");
-  if (it == metadata.end()) return std::string();
-  absl::string_view header(it->second.data(), it->second.size());
-  if (!absl::ConsumePrefix(&header, "Bearer ") || header.empty()) return std::string();
-  return Authorizer::HashToken(header);
-}
-
 // A request that came as bytes (a raw method), parsed once its caller is allowed, never before
 // (see grpc_services.h). INVALID_ARGUMENT naming the method when the bytes are not a `Req`.
 template <typename Req>
@@ -154,12 +138,14 @@ grpc::Status ToWire(const google::protobuf::Message& message, grpc::ByteBuffer* 
 class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   ShipReactor(grpc::CallbackServerContext* context, const Guarded& guard, Pipeline& pipeline,
-              ApiLimits& limits, ShipDedup* dedup, ApiLimits::StreamSlot slot)
+              ApiLimits& limits, ShipDedup* dedup, std::string client,
+              ApiLimits::StreamSlot slot)
       : context_(context),
         guard_(guard),
         pipeline_(pipeline),
         limits_(limits),
         dedup_(dedup),
+        client_(std::move(client)),
         slot_(std::move(slot)) {
     StartRead(&wire_);
   }
@@ -243,8 +229,9 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   }
 
   // A parsed batch (`header`: its fields, maybe without its records): a follow-mode batch goes
-  // through the dedup table, which acks and drops what its file gave before; `process(skip)`
-  // runs all but the first `skip` records through the pipeline.
+  // through the dedup table, which acks and drops what its file gave this stream's client
+  // before (the origin is the client's to write: another client's positions are not its);
+  // `process(skip)` runs all but the first `skip` records through the pipeline.
   absl::StatusOr<BatchAck> Run(const LogBatch& header, int records,
                                const ShipDedup::ProcessFrom& process) {
     if (!header.has_origin() || dedup_ == nullptr) return process(0);
@@ -252,7 +239,7 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       limits_.CountRefusal("Ingest.Ship", "origin");
       return valid;
     }
-    return dedup_->Take(header.origin(), header.sequence(), records, process);
+    return dedup_->Take(client_, header.origin(), header.sequence(), records, process);
   }
 
   void OnWriteDone(bool ok) override {
@@ -276,6 +263,7 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   Pipeline& pipeline_;
   ApiLimits& limits_;
   ShipDedup* const dedup_;
+  const std::string client_;  // the authenticated client's name ("" for the anonymous one)
   ApiLimits::StreamSlot slot_;
   grpc::ByteBuffer wire_;
   ApiLimits::Wire bytes_;  // wire_'s bytes in one piece, read anew for each batch
@@ -703,15 +691,17 @@ grpc::Status ToGrpcStatus(const absl::Status& s) {
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* IngestService::Ship(
     grpc::CallbackServerContext* context) {
-  if (grpc::Status a = Allow(context, Role::kIngest, "Ingest.Ship"); !a.ok()) {
+  // The client's name keys its share of the streams and its shipped positions.
+  std::string client;
+  if (grpc::Status a = Allow(context, Role::kIngest, "Ingest.Ship", &client); !a.ok()) {
     return new RefusedBidi<grpc::ByteBuffer, grpc::ByteBuffer>(a);
   }
-  absl::StatusOr<ApiLimits::StreamSlot> slot =
-      limits_.AcquireStream("Ingest.Ship", StreamClient(*this, context));
+  absl::StatusOr<ApiLimits::StreamSlot> slot = limits_.AcquireStream("Ingest.Ship", client);
   if (!slot.ok()) {
     return new RefusedBidi<grpc::ByteBuffer, grpc::ByteBuffer>(ToGrpcStatus(slot.status()));
   }
-  return new ShipReactor(context, *this, pipeline_, limits_, dedup_, *std::move(slot));
+  return new ShipReactor(context, *this, pipeline_, limits_, dedup_, std::move(client),
+                         *std::move(slot));
 }
 
 grpc::ServerUnaryReactor* DecisionsService::List(grpc::CallbackServerContext* context,
@@ -1057,11 +1047,11 @@ FeedsService::FeedsService(FeedManager& feeds, ApiLimits& limits,
 
 grpc::ServerReadReactor<palisade::v1::FeedChunk>* FeedsService::Push(
     grpc::CallbackServerContext* context, palisade::v1::PushFeedResponse* response) {
-  if (grpc::Status a = Allow(context, Role::kIngest, "Feeds.Push"); !a.ok()) {
+  std::string client;  // whose share of the streams
+  if (grpc::Status a = Allow(context, Role::kIngest, "Feeds.Push", &client); !a.ok()) {
     return new RefusedRead<palisade::v1::FeedChunk>(a);
   }
-  absl::StatusOr<ApiLimits::StreamSlot> slot =
-      limits_.AcquireStream("Feeds.Push", StreamClient(*this, context));
+  absl::StatusOr<ApiLimits::StreamSlot> slot = limits_.AcquireStream("Feeds.Push", client);
   if (!slot.ok()) return new RefusedRead<palisade::v1::FeedChunk>(ToGrpcStatus(slot.status()));
   return new PushReactor(context, *this, feeds_, limits_, push_caps_, admin_only_, *std::move(slot),
                          response);
@@ -1101,7 +1091,8 @@ namespace palisade {
 grpc::ServerWriteReactor<grpc::ByteBuffer>* EventsService::Watch(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
   // As Unary: the token first, then the request's bytes.
-  if (grpc::Status a = Allow(context, Role::kRead, "Events.Watch"); !a.ok()) {
+  std::string client;  // whose share of the streams
+  if (grpc::Status a = Allow(context, Role::kRead, "Events.Watch", &client); !a.ok()) {
     return new RefusedWrite<grpc::ByteBuffer>(a);
   }
   absl::StatusOr<palisade::v1::WatchRequest> parsed =
@@ -1112,8 +1103,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* EventsService::Watch(
     return new RefusedWrite<grpc::ByteBuffer>(grpc::Status(
         grpc::StatusCode::INVALID_ARGUMENT, absl::StrCat("Events.Watch: ", valid.message())));
   }
-  absl::StatusOr<ApiLimits::StreamSlot> slot =
-      limits_.AcquireStream("Events.Watch", StreamClient(*this, context));
+  absl::StatusOr<ApiLimits::StreamSlot> slot = limits_.AcquireStream("Events.Watch", client);
   if (!slot.ok()) return new RefusedWrite<grpc::ByteBuffer>(ToGrpcStatus(slot.status()));
   return new WatchReactor(context, hub_, *std::move(slot), *parsed, options_);
 }

@@ -15,7 +15,9 @@
 #include "services/common/clock.h"
 #include "services/common/status_matchers.h"
 #include "services/server/api_limits.h"
+#include "services/server/auth.h"
 #include "services/server/config.h"
+#include "services/server/ship_dedup.h"
 
 namespace palisade {
 namespace {
@@ -340,6 +342,83 @@ TEST(AdminServiceTest, TestRulesJudgesTheLinesTheClientCutAsCut) {
   status = TestRulesOnPinnedPack(PipelineOptions(), request, &keys);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), ::testing::HasSubstr("cut_lines[1] = 2"));
+}
+
+// Follow-mode positions are the authenticated client's, through the real Ingest.Ship path with
+// two ingest clients: host-b's token sends a batch naming host-a's shipper id, path and file
+// identity with an end offset far past A's. Before, the shared position made A's next lines
+// duplicates (acked, dropped: A's detection blinded); now B's batch moves only B's position.
+TEST(IngestServiceTest, AnotherClientsOriginDoesNotMakeAShippersLinesDuplicates) {
+  absl::StatusOr<LoadedPack> pack = ParseRulePack(kPinnedPack, "pinned.textproto");
+  ASSERT_THAT(pack, IsOk());
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile({*pack});
+  ASSERT_THAT(rules, IsOk());
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  DecisionTable table(clock);
+  Pipeline pipeline(*rules, PipelineOptions(), clock, table, registry);
+  ApiLimits limits(ApiLimits::Options(), registry);
+  ShipDedup dedup(ShipDedupOptions(), registry);
+  palisade::v1::ApiConfig api;
+  for (const std::string name : {"host-a", "host-b"}) {
+    palisade::v1::ApiClient* client = api.add_clients();
+    client->set_name(name);
+    client->set_token_sha256(Authorizer::HashToken("token-of-" + name));
+    client->add_roles(palisade::v1::API_ROLE_INGEST);
+  }
+  absl::StatusOr<std::unique_ptr<Authorizer>> auth = Authorizer::Create(api, registry);
+  ASSERT_THAT(auth, IsOk());
+  IngestService ingest(pipeline, limits, &dedup);
+  ingest.set_authorizer(auth->get());
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&ingest);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  std::unique_ptr<palisade::v1::Ingest::Stub> stub =
+      palisade::v1::Ingest::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+
+  // host-a's /var/log/auth.log: `lines` starting at byte `start`. One stream per batch.
+  auto ship = [&](const std::string& client, const std::vector<std::string>& lines,
+                  uint64_t start) -> palisade::v1::BatchAck {
+    palisade::v1::LogBatch batch;
+    batch.set_format(palisade::v1::LOG_FORMAT_RAW);
+    batch.set_source("host-a");
+    batch.set_sequence(1);
+    palisade::v1::BatchOrigin* origin = batch.mutable_origin();
+    origin->set_shipper_id("host-a");
+    origin->set_path("/var/log/auth.log");
+    origin->set_device(2049);
+    origin->set_inode(131);
+    origin->set_fingerprint("first-line-hash");
+    origin->set_fingerprint_bytes(64);
+    uint64_t at = start;
+    for (const std::string& line : lines) {
+      batch.add_records()->set_line(line);
+      at += line.size() + 1;
+      origin->add_line_ends(at);
+    }
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer token-of-" + client);
+    auto call = stub->Ship(&context);
+    palisade::v1::BatchAck ack;
+    EXPECT_TRUE(call->Write(batch));
+    EXPECT_TRUE(call->Read(&ack));
+    call->WritesDone();
+    const grpc::Status status = call->Finish();
+    EXPECT_TRUE(status.ok()) << client << ": " << status.error_message();
+    return ack;
+  };
+  const std::string first = "Failed Login: username=bob ip=203.0.113.5";
+  EXPECT_EQ(ship("host-a", {first}, 0).accepted(), 1u);
+  EXPECT_EQ(ship("host-b", {"forged"}, uint64_t{1} << 40).accepted(), 1u);
+  const std::string next = "Failed Login: username=eve ip=198.51.100.66";
+  EXPECT_EQ(ship("host-a", {first, next}, 0).accepted(), 1u)
+      << "host-b's batch made host-a's new line a duplicate";
+  EXPECT_EQ(dedup.duplicate_lines(), 1u);  // host-a's resent first line, and only it
+  std::vector<std::string> keys;
+  for (const auto& d : table.List({})) keys.push_back(d.target().value());
+  std::sort(keys.begin(), keys.end());
+  EXPECT_EQ(keys, (std::vector<std::string>{"198.51.100.66", "203.0.113.5"}));
+  server->Shutdown();
 }
 
 }  // namespace

@@ -479,6 +479,17 @@ int Run() {
   if (!windows->empty()) {
     if (snapshot.ParseFromString(*windows)) {
       pipeline.RestoreWindows(snapshot);
+      // This snapshot records no rule set version: windows written before they said what
+      // they counted (key kind and capture) are dropped (Engine::Restore), once, at the first
+      // restart on this version.
+      const auto unmarked = std::count_if(
+          snapshot.windows().begin(), snapshot.windows().end(),
+          [](const auto& w) { return !w.has_rule_key_kind() || !w.has_rule_key(); });
+      if (unmarked > 0) {
+        Log(absl::StrCat("state: ", unmarked, " saved windows dropped, written before they "
+                         "said what their rule counted (key kind and capture): their matches "
+                         "count again from now"));
+      }
     } else {
       snapshot.Clear();
       Log("state: the saved windows do not parse; starting with none (files are read from "
@@ -487,7 +498,12 @@ int Run() {
   }
   // Where each remote shipper's followed files stood when those windows were taken.
   ShipDedup ship_dedup(ShipDedupOptions(), *registry);
-  ship_dedup.Restore(snapshot);
+  if (size_t dropped = ship_dedup.Restore(snapshot, (*auth)->client_names()); dropped > 0) {
+    Log(absl::StrCat("ship dedup: ", dropped, " shipped positions dropped, no configured API "
+                     "client's (renamed or removed, the anonymous one's once api.clients came, "
+                     "or saved without a client before 2026-12-07): batches resent for those "
+                     "files are taken again, once"));
+  }
   FileInputsOptions input_options;
   input_options.checkpoints.assign(snapshot.inputs().begin(), snapshot.inputs().end());
   input_options.max_line_bytes = config->engine().max_line_bytes();
@@ -515,6 +531,8 @@ int Run() {
     // bound; the receiver says at start when its bounds can pass the pipeline's.
     syslog_options.host_stream_idle =
         std::max(syslog_options.host_stream_idle, pipeline.stream_idle_bound());
+    // ... and as long as a reload's longer windows make the pipeline keep it.
+    syslog_options.stream_idle_bound = [&pipeline] { return pipeline.stream_idle_bound(); };
     syslog_options.pipeline_sender_streams = options.max_sender_streams;
     absl::StatusOr<std::unique_ptr<SyslogReceiver>> receiver = SyslogReceiver::Start(
         input, syslog_options,
@@ -563,6 +581,9 @@ int Run() {
   for (const auto& input : config->inputs().logpush()) {
     LogpushReceiverOptions logpush_options;
     logpush_options.log = [](const std::string& m) { Log(m); };
+    logpush_options.clock = &clock;
+    // Records cut where the pipeline would cut them (0: the receiver's default, the same 8 MiB).
+    logpush_options.max_record_bytes = config->engine().max_record_bytes();
     absl::StatusOr<std::unique_ptr<LogpushReceiver>> receiver = LogpushReceiver::Start(
         input, logpush_options,
         [&pipeline](const palisade::v1::LogBatch& batch) {

@@ -1,6 +1,7 @@
 #include "services/server/ship_dedup.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -59,7 +60,8 @@ ShipDedup::ShipDedup(ShipDedupOptions options, prometheus::Registry& registry)
                            .Add({})),
       files_gauge_(prometheus::BuildGauge()
                        .Name("palisade_ingest_shipped_files")
-                       .Help("Shipped files (shipper x path x file) whose position is kept.")
+                       .Help("Shipped files (client x shipper x path x file) whose position "
+                             "is kept.")
                        .Register(registry)
                        .Add({})) {}
 
@@ -96,40 +98,61 @@ absl::Status ShipDedup::Validate(const BatchOrigin& o, int records) {
   return absl::OkStatus();
 }
 
-std::string ShipDedup::KeyOf(const std::string& shipper_id, const std::string& path) {
-  // The id has no NUL (Validate), so the key is unambiguous.
-  return absl::StrCat(shipper_id, std::string(1, '\0'), path);
+std::string ShipDedup::KeyOf(absl::string_view client, absl::string_view shipper_id,
+                             absl::string_view path) {
+  // The id has no NUL (Validate) and the client's name comes with its length: the key is
+  // unambiguous whatever the name and the path hold.
+  return absl::StrCat(shipper_id, absl::string_view("\0", 1), client.size(), ":", client, path);
 }
 
 size_t ShipDedup::BytesOf(const ShippedPosition& p) {
-  // What is stored: the position's id, path and fingerprint, and the id and path again in the
-  // key of by_path_ (KeyOf: with a NUL between them).
-  return 2 * (p.shipper_id().size() + p.path().size()) + 1 + p.fingerprint().size() + 64;
+  // What is stored: the position's client, id, path and fingerprint, and the client, id and
+  // path again in the key of by_path_ (KeyOf).
+  return 2 * (p.client().size() + p.shipper_id().size() + p.path().size()) + 1 +
+         p.fingerprint().size() + 64;
 }
 
-ShipDedup::Lru::iterator ShipDedup::FindLocked(const BatchOrigin& origin) {
-  auto it = by_path_.find(KeyOf(origin.shipper_id(), origin.path()));
-  if (it == by_path_.end()) return lru_.end();
+size_t ShipDedup::files_share() const {
+  return options_.max_files_per_client > 0 ? options_.max_files_per_client
+                                           : std::max<size_t>(1, options_.max_files / 2);
+}
+
+size_t ShipDedup::bytes_share() const {
+  return options_.max_bytes_per_client > 0 ? options_.max_bytes_per_client
+                                           : options_.max_bytes / 2;
+}
+
+std::optional<ShipDedup::Lru::iterator> ShipDedup::FindLocked(absl::string_view client,
+                                                              const BatchOrigin& origin) {
+  auto it = by_path_.find(KeyOf(client, origin.shipper_id(), origin.path()));
+  if (it == by_path_.end()) return std::nullopt;
   for (Lru::iterator file : it->second) {
     if (SameFile(file->position, origin)) return file;
   }
-  return lru_.end();
+  return std::nullopt;
 }
 
 void ShipDedup::EraseLocked(Lru::iterator it) {
-  auto path = by_path_.find(KeyOf(it->position.shipper_id(), it->position.path()));
+  const ShippedPosition& p = it->position;
+  auto path = by_path_.find(KeyOf(p.client(), p.shipper_id(), p.path()));
   if (path != by_path_.end()) {
     auto& files = path->second;
     files.erase(std::remove(files.begin(), files.end(), it), files.end());
     if (files.empty()) by_path_.erase(path);
   }
-  bytes_ -= BytesOf(it->position);
-  lru_.erase(it);
+  auto holder = holders_.find(p.client());
+  const size_t bytes = BytesOf(p);
+  bytes_ -= bytes;
+  --files_;
+  holder->second.bytes -= bytes;
+  holder->second.lru.erase(it);
+  if (holder->second.lru.empty()) holders_.erase(holder);
 }
 
 void ShipDedup::InsertLocked(ShippedPosition position) {
-  const std::string key = KeyOf(position.shipper_id(), position.path());
-  // Within the path's share first (its oldest file), then the whole table's (the oldest file).
+  const std::string key = KeyOf(position.client(), position.shipper_id(), position.path());
+  // Within the path's share first (its oldest file), then the client's (its oldest file), then
+  // the whole table's.
   auto& files = by_path_[key];
   while (!files.empty() && files.size() >= std::max<size_t>(1, options_.files_per_path)) {
     Lru::iterator oldest = files.front();
@@ -140,56 +163,85 @@ void ShipDedup::InsertLocked(ShippedPosition position) {
     evictions_total_.Increment();
     if (by_path_.find(key) == by_path_.end()) break;
   }
-  bytes_ += BytesOf(position);
-  lru_.push_front(Entry{std::move(position), ++use_clock_});
-  by_path_[key].push_back(lru_.begin());
-  while (lru_.size() > 1 &&
-         (lru_.size() > std::max<size_t>(1, options_.max_files) || bytes_ > options_.max_bytes)) {
-    EraseLocked(std::prev(lru_.end()));
+  const std::string client = position.client();
+  const size_t bytes = BytesOf(position);
+  Holder& holder = holders_[client];  // a node: stays put while other clients come and go
+  holder.bytes += bytes;
+  bytes_ += bytes;
+  ++files_;
+  holder.lru.push_front(Entry{std::move(position), ++use_clock_});
+  by_path_[key].push_back(holder.lru.begin());
+  // The anonymous client (no api.clients) is everyone: it has the whole table.
+  if (!client.empty()) {
+    while (holder.lru.size() > 1 &&
+           (holder.lru.size() > files_share() || holder.bytes > bytes_share())) {
+      EraseLocked(std::prev(holder.lru.end()));
+      evictions_total_.Increment();
+    }
+  }
+  // Past the table's bounds (three clients or more, or files restored for a client no longer
+  // configured), the client holding the most gives up its least recently used file: a client
+  // holding little is not pushed out by the others' fill. The new file stays.
+  while (files_ > std::max<size_t>(1, options_.max_files) || bytes_ > options_.max_bytes) {
+    const bool over_files = files_ > std::max<size_t>(1, options_.max_files);
+    auto held = [&](const Holder& h) { return over_files ? h.lru.size() : h.bytes; };
+    Holder* victim = nullptr;
+    for (auto& [name, h] : holders_) {
+      if (&h == &holder && h.lru.size() == 1) continue;
+      if (victim == nullptr || held(h) > held(*victim) ||
+          (held(h) == held(*victim) && h.lru.back().used < victim->lru.back().used)) {
+        victim = &h;
+      }
+    }
+    if (victim == nullptr) break;
+    EraseLocked(std::prev(victim->lru.end()));
     evictions_total_.Increment();
   }
 }
 
 void ShipDedup::TouchLocked(Lru::iterator it) {
   it->used = ++use_clock_;
-  lru_.splice(lru_.begin(), lru_, it);
+  Lru& lru = holders_.find(it->position.client())->second.lru;
+  lru.splice(lru.begin(), lru, it);
 }
 
-void ShipDedup::PublishLocked() { files_gauge_.Set(static_cast<double>(lru_.size())); }
+void ShipDedup::PublishLocked() { files_gauge_.Set(static_cast<double>(files_)); }
 
-absl::StatusOr<BatchAck> ShipDedup::Take(LogBatch* batch, const Process& process) {
-  return Take(batch->origin(), batch->sequence(), batch->records_size(),
+absl::StatusOr<BatchAck> ShipDedup::Take(absl::string_view client, LogBatch* batch,
+                                         const Process& process) {
+  return Take(client, batch->origin(), batch->sequence(), batch->records_size(),
               [&](int skip) -> absl::StatusOr<BatchAck> {
                 if (skip > 0) batch->mutable_records()->DeleteSubrange(0, skip);
                 return process(*batch);
               });
 }
 
-absl::StatusOr<BatchAck> ShipDedup::Take(const BatchOrigin& origin, uint64_t sequence, int total,
+absl::StatusOr<BatchAck> ShipDedup::Take(absl::string_view client, const BatchOrigin& origin,
+                                         uint64_t sequence, int total,
                                          const ProcessFrom& process) {
   if (absl::Status s = Validate(origin, total); !s.ok()) return s;
   // Shared: batches of different files go through the pipeline side by side. Consistent()
   // takes it exclusively, so it never sees a batch between its check and its update.
   absl::ReaderMutexLock in_flight(&snapshot_mu_);
-  const std::string key = KeyOf(origin.shipper_id(), origin.path());
+  const std::string key = KeyOf(client, origin.shipper_id(), origin.path());
   int skip = 0;
   {
     absl::MutexLock lock(&mu_);
-    // One batch per (shipper, path) at a time: two streams of one shipper (a reconnect while
-    // the old stream still runs) must not both take the same lines.
+    // One batch per (client, shipper, path) at a time: two streams of one shipper (a
+    // reconnect while the old stream still runs) must not both take the same lines.
     auto free = [&] { return busy_.count(key) == 0; };
     mu_.Await(absl::Condition(&free));
-    Lru::iterator file = FindLocked(origin);
-    if (file != lru_.end()) {
+    std::optional<Lru::iterator> file = FindLocked(client, origin);
+    if (file) {
       // line_ends do not decrease: what was taken is a prefix.
-      const uint64_t taken = file->position.end_offset();
+      const uint64_t taken = (*file)->position.end_offset();
       while (skip < origin.line_ends_size() && origin.line_ends(skip) <= taken) ++skip;
     }
     if (total > 0 && skip == total) {
       duplicate_lines_ += static_cast<uint64_t>(skip);
       duplicate_lines_total_.Increment(skip);
       duplicate_batches_total_.Increment();
-      TouchLocked(file);  // still in use: not the first to be forgotten
+      TouchLocked(*file);  // still in use: not the first to be forgotten
       BatchAck ack;
       ack.set_sequence(sequence);
       return ack;
@@ -206,13 +258,14 @@ absl::StatusOr<BatchAck> ShipDedup::Take(const BatchOrigin& origin, uint64_t seq
   }
   const uint64_t end = origin.line_ends(total - 1);
   // Found again: another file's insert may have evicted it meanwhile.
-  Lru::iterator file = FindLocked(origin);
-  if (file != lru_.end()) {
-    ShippedPosition& p = file->position;
+  std::optional<Lru::iterator> file = FindLocked(client, origin);
+  if (file) {
+    ShippedPosition& p = (*file)->position;
     p.set_end_offset(std::max(p.end_offset(), end));
-    TouchLocked(file);
+    TouchLocked(*file);
   } else {
     ShippedPosition position;
+    position.set_client(std::string(client));
     position.set_shipper_id(origin.shipper_id());
     position.set_path(origin.path());
     position.set_device(origin.device());
@@ -230,17 +283,27 @@ void ShipDedup::Consistent(
     const std::function<void(const std::vector<ShippedPosition>&)>& fn) {
   absl::WriterMutexLock no_batch(&snapshot_mu_);
   absl::MutexLock lock(&mu_);
+  // Most recently used first, whichever the client.
+  std::vector<const Entry*> entries;
+  entries.reserve(files_);
+  for (const auto& [name, holder] : holders_) {
+    for (const Entry& e : holder.lru) entries.push_back(&e);
+  }
+  std::sort(entries.begin(), entries.end(),
+            [](const Entry* a, const Entry* b) { return a->used > b->used; });
   std::vector<ShippedPosition> positions;
-  positions.reserve(lru_.size());
-  for (const Entry& e : lru_) positions.push_back(e.position);
+  positions.reserve(entries.size());
+  for (const Entry* e : entries) positions.push_back(e->position);
   fn(positions);
 }
 
-void ShipDedup::Restore(const palisade::v1::EngineSnapshot& snapshot) {
+size_t ShipDedup::Restore(const palisade::v1::EngineSnapshot& snapshot,
+                          const absl::flat_hash_set<std::string>& clients) {
   absl::MutexLock lock(&mu_);
+  size_t dropped = 0;
   // Saved most recent first: inserted oldest first, so the order comes back as it was.
   for (int i = snapshot.shipped_size() - 1; i >= 0; --i) {
-    const ShippedPosition& p = snapshot.shipped(i);
+    ShippedPosition p = snapshot.shipped(i);
     LogBatch check;
     BatchOrigin* o = check.mutable_origin();
     o->set_shipper_id(p.shipper_id());
@@ -249,15 +312,30 @@ void ShipDedup::Restore(const palisade::v1::EngineSnapshot& snapshot) {
     o->set_fingerprint_bytes(p.fingerprint_bytes());
     o->set_device(p.device());
     o->set_inode(p.inode());
-    if (!Validate(check).ok() || FindLocked(*o) != lru_.end()) continue;
-    InsertLocked(p);
+    if (!Validate(check).ok()) continue;
+    // Saved before positions had a client: on a daemon without api.clients the anonymous
+    // client sent it, as it sends every batch now. With clients, whichever client sent it (a
+    // forged end offset included) it would be some client's now: it is no one's.
+    if (!p.has_client() && clients.empty()) p.set_client(std::string());
+    // Only a configured client's (the anonymous client's on a daemon without clients): a
+    // renamed or removed client, or the anonymous one once api.clients came, would else keep
+    // its positions in every snapshot, forgotten only under pressure.
+    const bool owned = p.has_client() && (clients.empty() ? p.client().empty()
+                                                          : clients.contains(p.client()));
+    if (!owned) {
+      ++dropped;
+      continue;
+    }
+    if (FindLocked(p.client(), *o)) continue;
+    InsertLocked(std::move(p));
   }
   PublishLocked();
+  return dropped;
 }
 
 size_t ShipDedup::files() const {
   absl::MutexLock lock(&mu_);
-  return lru_.size();
+  return files_;
 }
 
 uint64_t ShipDedup::duplicate_lines() const {

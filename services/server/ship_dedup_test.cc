@@ -21,6 +21,9 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::palisade::testing::StatusIs;
 
+// The one client of a daemon without api.clients.
+constexpr absl::string_view kAnyone = "";
+
 // Records what reached the pipeline, line by line.
 struct FakePipeline {
   std::vector<std::string> lines;
@@ -73,10 +76,10 @@ class ShipDedupTest : public ::testing::Test {
 
 TEST_F(ShipDedupTest, ASentAgainBatchIsAckedNotCounted) {
   ShipDedup dedup({}, registry_);
-  ASSERT_TRUE(dedup.Take(Batch({"a1", "a2"}, 0), pipeline_.process()).ok());
+  ASSERT_TRUE(dedup.Take(kAnyone, Batch({"a1", "a2"}, 0), pipeline_.process()).ok());
   // The same batch again (its ack was lost): acked with its sequence, nothing processed.
   LogBatch again = Batch({"a1", "a2"}, 0);
-  absl::StatusOr<BatchAck> ack = dedup.Take(again, pipeline_.process());
+  absl::StatusOr<BatchAck> ack = dedup.Take(kAnyone, again, pipeline_.process());
   ASSERT_TRUE(ack.ok()) << ack.status();
   EXPECT_EQ(ack->sequence(), again.sequence());
   EXPECT_EQ(ack->accepted(), 0u);
@@ -86,59 +89,67 @@ TEST_F(ShipDedupTest, ASentAgainBatchIsAckedNotCounted) {
 
 TEST_F(ShipDedupTest, APartlyTakenBatchGoesOnWithItsNewLines) {
   ShipDedup dedup({}, registry_);
-  ASSERT_TRUE(dedup.Take(Batch({"a1", "a2"}, 0), pipeline_.process()).ok());
+  ASSERT_TRUE(dedup.Take(kAnyone, Batch({"a1", "a2"}, 0), pipeline_.process()).ok());
   // A restarted shipper batches differently: from its older ack (0) up to new lines.
-  absl::StatusOr<BatchAck> ack = dedup.Take(Batch({"a1", "a2", "a3"}, 0), pipeline_.process());
+  absl::StatusOr<BatchAck> ack =
+      dedup.Take(kAnyone, Batch({"a1", "a2", "a3"}, 0), pipeline_.process());
   ASSERT_TRUE(ack.ok());
   EXPECT_EQ(ack->accepted(), 1u);
   EXPECT_THAT(pipeline_.lines, ElementsAre("a1", "a2", "a3"));
   EXPECT_EQ(dedup.duplicate_lines(), 2u);
   // And past the end: everything new.
-  ASSERT_TRUE(dedup.Take(Batch({"a4"}, 9), pipeline_.process()).ok());
+  ASSERT_TRUE(dedup.Take(kAnyone, Batch({"a4"}, 9), pipeline_.process()).ok());
   EXPECT_THAT(pipeline_.lines, ElementsAre("a1", "a2", "a3", "a4"));
 }
 
 TEST_F(ShipDedupTest, ARotatedFileIsAnotherFileAndTheOldOneIsStillKnown) {
   ShipDedup dedup({}, registry_);
-  ASSERT_TRUE(dedup.Take(Batch({"old1", "old2"}, 0, /*inode=*/7), pipeline_.process()).ok());
+  ASSERT_TRUE(
+      dedup.Take(kAnyone, Batch({"old1", "old2"}, 0, /*inode=*/7), pipeline_.process()).ok());
   // logrotate renamed it and created a new one (another inode): its first lines are new.
-  ASSERT_TRUE(dedup.Take(Batch({"new1"}, 0, /*inode=*/8), pipeline_.process()).ok());
+  ASSERT_TRUE(dedup.Take(kAnyone, Batch({"new1"}, 0, /*inode=*/8), pipeline_.process()).ok());
   // A shipper restarted from an older ack drains the rotated file (PATH.1) again: dropped.
-  ASSERT_TRUE(dedup.Take(Batch({"old1", "old2"}, 0, /*inode=*/7), pipeline_.process()).ok());
-  ASSERT_TRUE(dedup.Take(Batch({"new1", "new2"}, 0, /*inode=*/8), pipeline_.process()).ok());
+  ASSERT_TRUE(
+      dedup.Take(kAnyone, Batch({"old1", "old2"}, 0, /*inode=*/7), pipeline_.process()).ok());
+  ASSERT_TRUE(
+      dedup.Take(kAnyone, Batch({"new1", "new2"}, 0, /*inode=*/8), pipeline_.process()).ok());
   EXPECT_THAT(pipeline_.lines, ElementsAre("old1", "old2", "new1", "new2"));
   EXPECT_EQ(dedup.files(), 2u);
 }
 
 TEST_F(ShipDedupTest, ANewFirstLineIsANewFileOnTheSameInode) {
   ShipDedup dedup({}, registry_);
-  ASSERT_TRUE(dedup.Take(Batch({"x1", "x2"}, 0, 7, "/l", "s", "aa", 2), pipeline_.process()).ok());
+  ASSERT_TRUE(
+      dedup.Take(kAnyone, Batch({"x1", "x2"}, 0, 7, "/l", "s", "aa", 2), pipeline_.process()).ok());
   // Same inode, emptied in place (copytruncate) or a new file reusing a freed inode: another
   // first line, whatever its length.
-  ASSERT_TRUE(dedup.Take(Batch({"y1", "y2"}, 0, 7, "/l", "s", "bb", 2), pipeline_.process()).ok());
-  ASSERT_TRUE(dedup.Take(Batch({"z1"}, 0, 7, "/l", "s", "aa", 9), pipeline_.process()).ok());
+  ASSERT_TRUE(
+      dedup.Take(kAnyone, Batch({"y1", "y2"}, 0, 7, "/l", "s", "bb", 2), pipeline_.process()).ok());
+  ASSERT_TRUE(
+      dedup.Take(kAnyone, Batch({"z1"}, 0, 7, "/l", "s", "aa", 9), pipeline_.process()).ok());
   EXPECT_THAT(pipeline_.lines, ElementsAre("x1", "x2", "y1", "y2", "z1"));
   // The same first line: the same file, grown.
   ASSERT_TRUE(
-      dedup.Take(Batch({"y1", "y2", "y3"}, 0, 7, "/l", "s", "bb", 2), pipeline_.process()).ok());
+      dedup.Take(kAnyone, Batch({"y1", "y2", "y3"}, 0, 7, "/l", "s", "bb", 2), pipeline_.process())
+          .ok());
   EXPECT_THAT(pipeline_.lines, ElementsAre("x1", "x2", "y1", "y2", "z1", "y3"));
 }
 
 TEST_F(ShipDedupTest, ShippersAndPathsAreApart) {
   ShipDedup dedup({}, registry_);
-  ASSERT_TRUE(dedup.Take(Batch({"a"}, 0, 7, "/l", "host-a"), pipeline_.process()).ok());
-  ASSERT_TRUE(dedup.Take(Batch({"b"}, 0, 7, "/l", "host-b"), pipeline_.process()).ok());
-  ASSERT_TRUE(dedup.Take(Batch({"c"}, 0, 7, "/m", "host-a"), pipeline_.process()).ok());
+  ASSERT_TRUE(dedup.Take(kAnyone, Batch({"a"}, 0, 7, "/l", "host-a"), pipeline_.process()).ok());
+  ASSERT_TRUE(dedup.Take(kAnyone, Batch({"b"}, 0, 7, "/l", "host-b"), pipeline_.process()).ok());
+  ASSERT_TRUE(dedup.Take(kAnyone, Batch({"c"}, 0, 7, "/m", "host-a"), pipeline_.process()).ok());
   EXPECT_THAT(pipeline_.lines, ElementsAre("a", "b", "c"));
 }
 
 TEST_F(ShipDedupTest, APipelineErrorLeavesThePositionSoTheResendIsTaken) {
   ShipDedup dedup({}, registry_);
   pipeline_.fail = true;
-  EXPECT_THAT(dedup.Take(Batch({"a1"}, 0), pipeline_.process()),
+  EXPECT_THAT(dedup.Take(kAnyone, Batch({"a1"}, 0), pipeline_.process()),
               StatusIs(absl::StatusCode::kUnavailable));
   pipeline_.fail = false;
-  ASSERT_TRUE(dedup.Take(Batch({"a1"}, 0), pipeline_.process()).ok());
+  ASSERT_TRUE(dedup.Take(kAnyone, Batch({"a1"}, 0), pipeline_.process()).ok());
   EXPECT_THAT(pipeline_.lines, ElementsAre("a1"));
   EXPECT_EQ(dedup.duplicate_lines(), 0u);
 }
@@ -147,27 +158,27 @@ TEST_F(ShipDedupTest, InvalidOriginsAreRefusedNamingTheField) {
   ShipDedup dedup({}, registry_);
   LogBatch b = Batch({"a"}, 0);
   b.mutable_origin()->set_shipper_id("bad id\n");
-  EXPECT_THAT(dedup.Take(b, pipeline_.process()),
+  EXPECT_THAT(dedup.Take(kAnyone, b, pipeline_.process()),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("origin.shipper_id")));
   b = Batch({"a"}, 0);
   b.mutable_origin()->set_shipper_id(std::string(129, 'a'));
-  EXPECT_THAT(dedup.Take(b, pipeline_.process()),
+  EXPECT_THAT(dedup.Take(kAnyone, b, pipeline_.process()),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("origin.shipper_id")));
   b = Batch({"a"}, 0);
   b.mutable_origin()->set_path(std::string(1025, '/'));
-  EXPECT_THAT(dedup.Take(b, pipeline_.process()),
+  EXPECT_THAT(dedup.Take(kAnyone, b, pipeline_.process()),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("origin.path")));
   b = Batch({"a", "b"}, 0);
   b.mutable_origin()->mutable_line_ends()->RemoveLast();
-  EXPECT_THAT(dedup.Take(b, pipeline_.process()),
+  EXPECT_THAT(dedup.Take(kAnyone, b, pipeline_.process()),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("origin.line_ends")));
   b = Batch({"a", "b"}, 0);
   b.mutable_origin()->set_line_ends(1, 0);
-  EXPECT_THAT(dedup.Take(b, pipeline_.process()),
+  EXPECT_THAT(dedup.Take(kAnyone, b, pipeline_.process()),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("must not decrease")));
   b = Batch({"a"}, 0);
   b.mutable_origin()->set_fingerprint(std::string(65, 'f'));
-  EXPECT_THAT(dedup.Take(b, pipeline_.process()),
+  EXPECT_THAT(dedup.Take(kAnyone, b, pipeline_.process()),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("origin.fingerprint")));
   EXPECT_TRUE(pipeline_.lines.empty());
   EXPECT_EQ(dedup.files(), 0u);
@@ -181,19 +192,21 @@ TEST_F(ShipDedupTest, TheTableIsBoundedInFilesPerPathFilesAndBytes) {
   ShipDedup dedup(options, registry_);
   // Three files of one path: the oldest is forgotten (its resend would count again).
   for (uint64_t inode = 1; inode <= 3; ++inode) {
-    ASSERT_TRUE(dedup.Take(Batch({"l"}, 0, inode, "/p"), pipeline_.process()).ok());
+    ASSERT_TRUE(dedup.Take(kAnyone, Batch({"l"}, 0, inode, "/p"), pipeline_.process()).ok());
   }
   EXPECT_EQ(dedup.files(), 2u);
-  ASSERT_TRUE(dedup.Take(Batch({"l"}, 0, 3, "/p"), pipeline_.process()).ok());  // known
-  ASSERT_TRUE(dedup.Take(Batch({"l"}, 0, 1, "/p"), pipeline_.process()).ok());  // forgotten
+  ASSERT_TRUE(dedup.Take(kAnyone, Batch({"l"}, 0, 3, "/p"), pipeline_.process()).ok());  // known
+  ASSERT_TRUE(
+      dedup.Take(kAnyone, Batch({"l"}, 0, 1, "/p"), pipeline_.process()).ok());  // forgotten
   EXPECT_EQ(pipeline_.lines.size(), 4u);
   // Many shippers: at most max_files in all, the least recently used go first.
   for (int i = 0; i < 10; ++i) {
-    ASSERT_TRUE(dedup.Take(Batch({"l"}, 0, 1, "/p", "s" + std::to_string(i)), pipeline_.process())
-                    .ok());
+    ASSERT_TRUE(
+        dedup.Take(kAnyone, Batch({"l"}, 0, 1, "/p", "s" + std::to_string(i)), pipeline_.process())
+            .ok());
   }
   EXPECT_EQ(dedup.files(), 3u);
-  ASSERT_TRUE(dedup.Take(Batch({"l"}, 0, 1, "/p", "s9"), pipeline_.process()).ok());
+  ASSERT_TRUE(dedup.Take(kAnyone, Batch({"l"}, 0, 1, "/p", "s9"), pipeline_.process()).ok());
   EXPECT_EQ(pipeline_.lines.size(), 14u);  // s9 is still known: not processed again
 
   // Bytes: long paths fill the budget before the count does. A file's shipper id and path are
@@ -204,7 +217,7 @@ TEST_F(ShipDedupTest, TheTableIsBoundedInFilesPerPathFilesAndBytes) {
   prometheus::Registry other;
   ShipDedup bytes(small, other);
   for (int i = 0; i < 5; ++i) {
-    ASSERT_TRUE(bytes.Take(Batch({"l"}, 0, 1, std::string(999, 'p') + std::to_string(i)),
+    ASSERT_TRUE(bytes.Take(kAnyone, Batch({"l"}, 0, 1, std::string(999, 'p') + std::to_string(i)),
                            pipeline_.process())
                     .ok());
   }
@@ -226,11 +239,11 @@ TEST_F(ShipDedupTest, FilesGoSideBySideAndConsistentWaitsForThem) {
       ack.set_sequence(b.sequence());
       return ack;
     };
-    EXPECT_TRUE(dedup.Take(Batch({"a"}, 0, 7, "/a"), process).ok());
+    EXPECT_TRUE(dedup.Take(kAnyone, Batch({"a"}, 0, 7, "/a"), process).ok());
   });
   a_in.WaitForNotification();
   // B runs while A is inside the pipeline.
-  EXPECT_TRUE(dedup.Take(Batch({"b"}, 0, 7, "/b"), pipeline_.process()).ok());
+  EXPECT_TRUE(dedup.Take(kAnyone, Batch({"b"}, 0, 7, "/b"), pipeline_.process()).ok());
   b_done.Notify();
   // A snapshot now would miss A's position while its lines are in the windows: it waits.
   std::atomic<bool> snapshotted{false};
@@ -253,8 +266,8 @@ TEST_F(ShipDedupTest, PositionsComeBackFromTheSnapshot) {
   palisade::v1::EngineSnapshot snapshot;
   {
     ShipDedup dedup({}, registry_);
-    ASSERT_TRUE(dedup.Take(Batch({"a1", "a2"}, 0, 7), pipeline_.process()).ok());
-    ASSERT_TRUE(dedup.Take(Batch({"b1"}, 0, 8), pipeline_.process()).ok());
+    ASSERT_TRUE(dedup.Take(kAnyone, Batch({"a1", "a2"}, 0, 7), pipeline_.process()).ok());
+    ASSERT_TRUE(dedup.Take(kAnyone, Batch({"b1"}, 0, 8), pipeline_.process()).ok());
     dedup.Consistent([&](const std::vector<palisade::v1::ShippedPosition>& positions) {
       for (const auto& p : positions) *snapshot.add_shipped() = p;
     });
@@ -266,10 +279,160 @@ TEST_F(ShipDedupTest, PositionsComeBackFromTheSnapshot) {
   snapshot.add_shipped()->set_shipper_id("bad id");
   prometheus::Registry other;
   ShipDedup restored({}, other);
-  restored.Restore(snapshot);
+  EXPECT_EQ(restored.Restore(snapshot, /*clients=*/{}), 0u);
   EXPECT_EQ(restored.files(), 2u);
-  ASSERT_TRUE(restored.Take(Batch({"a1", "a2", "a3"}, 0, 7), pipeline_.process()).ok());
+  ASSERT_TRUE(restored.Take(kAnyone, Batch({"a1", "a2", "a3"}, 0, 7), pipeline_.process()).ok());
   EXPECT_THAT(pipeline_.lines, ElementsAre("a1", "a2", "b1", "a3"));
+}
+
+// A client writes the whole origin: client B (its own ingest token) names A's shipper id, path
+// and file identity (device and inode are guessable, the fingerprint is of a rotated auth.log's
+// predictable first line) with a huge end offset. Shared by every client, that position made
+// A's real lines duplicates: acked and dropped, its host's detection blinded. Positions are
+// each client's own: B's batch moves only B's.
+TEST_F(ShipDedupTest, AnotherClientNamingTheSameFileDoesNotMakeItsLinesDuplicates) {
+  ShipDedup dedup({}, registry_);
+  ASSERT_TRUE(dedup.Take("host-a", Batch({"a1", "a2"}, 0), pipeline_.process()).ok());
+  const uint64_t far = uint64_t{1} << 40;
+  ASSERT_TRUE(dedup.Take("host-b", Batch({"forged"}, far), pipeline_.process()).ok());
+  // A goes on from where it was: its new lines are taken, its resend is still dropped.
+  absl::StatusOr<BatchAck> ack =
+      dedup.Take("host-a", Batch({"a1", "a2", "a3"}, 0), pipeline_.process());
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  EXPECT_EQ(ack->accepted(), 1u);
+  EXPECT_THAT(pipeline_.lines, ElementsAre("a1", "a2", "forged", "a3"));
+  EXPECT_EQ(dedup.duplicate_lines(), 2u) << "A's lines were dropped as duplicates of B's batch";
+  // And B's own resend is B's duplicate.
+  ASSERT_TRUE(dedup.Take("host-b", Batch({"forged"}, far), pipeline_.process()).ok());
+  EXPECT_EQ(dedup.duplicate_lines(), 3u);
+}
+
+// One client fills its share (half of max_files, half of max_bytes) with made-up files: the
+// least recently used positions it pushes out are its own, never another client's (whose
+// resent batches would be counted twice).
+TEST_F(ShipDedupTest, AClientFillingItsShareDoesNotEvictAnothers) {
+  ShipDedupOptions options;
+  options.max_files = 8;
+  options.max_bytes = 1 << 20;
+  ShipDedup dedup(options, registry_);
+  ASSERT_TRUE(dedup.Take("host-a", Batch({"a1"}, 0), pipeline_.process()).ok());
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(dedup.Take("host-b", Batch({"junk"}, 0, 1, "/j", "s" + std::to_string(i)),
+                           pipeline_.process())
+                    .ok());
+  }
+  EXPECT_EQ(dedup.files(), 1u + 4u);  // A's and B's share
+  ASSERT_TRUE(dedup.Take("host-a", Batch({"a1"}, 0), pipeline_.process()).ok());
+  EXPECT_EQ(dedup.duplicate_lines(), 1u) << "B's files evicted A's position";
+  // B's most recent files are still B's: its resend is dropped.
+  ASSERT_TRUE(dedup.Take("host-b", Batch({"junk"}, 0, 1, "/j", "s99"), pipeline_.process()).ok());
+  EXPECT_EQ(dedup.duplicate_lines(), 2u);
+
+  // The same in bytes: long paths fill B's half of max_bytes long before its files do.
+  ShipDedupOptions small;
+  small.max_bytes = 16 * 1024;
+  prometheus::Registry other;
+  ShipDedup bytes(small, other);
+  ASSERT_TRUE(bytes.Take("host-a", Batch({"a1"}, 0), pipeline_.process()).ok());
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(bytes.Take("host-b", Batch({"junk"}, 0, 1, std::string(1000, 'p') +
+                                                               std::to_string(i)),
+                           pipeline_.process())
+                    .ok());
+  }
+  EXPECT_LT(bytes.files(), 10u);
+  ASSERT_TRUE(bytes.Take("host-a", Batch({"a1"}, 0), pipeline_.process()).ok());
+  EXPECT_EQ(bytes.duplicate_lines(), 1u) << "B's long paths evicted A's position";
+}
+
+// Past the table's bounds with three clients (each within its share), the client holding the
+// most gives up its least recently used file, not the small one that is oldest.
+TEST_F(ShipDedupTest, PastTheTablesBoundsTheLargestHolderGivesUpAFile) {
+  ShipDedupOptions options;
+  options.max_files = 8;
+  ShipDedup dedup(options, registry_);
+  ASSERT_TRUE(dedup.Take("host-a", Batch({"a1"}, 0), pipeline_.process()).ok());
+  for (const std::string client : {"host-b", "host-c"}) {
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_TRUE(dedup.Take(client, Batch({"l"}, 0, 1, "/j", client + std::to_string(i)),
+                             pipeline_.process())
+                      .ok());
+    }
+  }
+  EXPECT_EQ(dedup.files(), 8u);
+  ASSERT_TRUE(dedup.Take("host-a", Batch({"a1"}, 0), pipeline_.process()).ok());
+  EXPECT_EQ(dedup.duplicate_lines(), 1u);
+}
+
+// A position comes back as its client's and serves only it, and only while that client is
+// configured: a renamed or removed client's positions, and the anonymous client's after the
+// daemon gained api.clients, would else be saved in every snapshot forever (forgotten only under
+// pressure). Positions of a snapshot written before they had a client could have been set by
+// any client (a forged huge offset): on a daemon with clients none is restored (their files'
+// resent lines are counted once more). What is dropped is counted in the result.
+TEST_F(ShipDedupTest, RestoredPositionsAreTheirConfiguredClientsOnly) {
+  palisade::v1::EngineSnapshot snapshot;
+  {
+    ShipDedup dedup({}, registry_);
+    ASSERT_TRUE(dedup.Take("host-a", Batch({"a1", "a2"}, 0, 7), pipeline_.process()).ok());
+    ASSERT_TRUE(dedup.Take("gone", Batch({"g1"}, 0, 9), pipeline_.process()).ok());
+    ASSERT_TRUE(dedup.Take(kAnyone, Batch({"x1"}, 0, 10), pipeline_.process()).ok());
+    dedup.Consistent([&](const std::vector<palisade::v1::ShippedPosition>& positions) {
+      for (const auto& p : positions) *snapshot.add_shipped() = p;
+    });
+  }
+  ASSERT_EQ(snapshot.shipped_size(), 3);
+  EXPECT_EQ(snapshot.shipped(2).client(), "host-a");
+  // Written before 2026-12-07: no client, and an offset far past what was shipped.
+  palisade::v1::ShippedPosition* old = snapshot.add_shipped();
+  *old = snapshot.shipped(2);
+  old->clear_client();
+  old->set_inode(8);
+  old->set_end_offset(uint64_t{1} << 40);
+  prometheus::Registry other;
+  ShipDedup restored({}, other);
+  EXPECT_EQ(restored.Restore(snapshot, {"host-a", "host-b"}), 3u);  // gone's, "", the old one
+  EXPECT_EQ(restored.files(), 1u);
+  pipeline_.lines.clear();
+  ASSERT_TRUE(restored.Take("host-a", Batch({"a1", "a2", "a3"}, 0, 7), pipeline_.process()).ok());
+  ASSERT_TRUE(restored.Take("host-b", Batch({"a1", "a2"}, 0, 7), pipeline_.process()).ok());
+  for (const absl::string_view client : {"host-a", "host-b", ""}) {
+    ASSERT_TRUE(restored.Take(client, Batch({"n" + std::string(client)}, 0, 8),
+                              pipeline_.process())
+                    .ok());
+  }
+  // A client renamed back is a new client: its old name's positions are gone.
+  ASSERT_TRUE(restored.Take("gone", Batch({"g1"}, 0, 9), pipeline_.process()).ok());
+  EXPECT_THAT(pipeline_.lines, ElementsAre("a3", "a1", "a2", "nhost-a", "nhost-b", "n", "g1"));
+  EXPECT_EQ(restored.duplicate_lines(), 2u);
+}
+
+// On a daemon without api.clients the one anonymous client sent every batch, before the upgrade
+// as after: positions saved before they had a client are its own, and a batch resent after the
+// upgrade is not counted twice. Positions of named clients (the daemon lost its api.clients)
+// are no one's now: dropped and counted.
+TEST_F(ShipDedupTest, WithoutClientsOldPositionsAreTheAnonymousClients) {
+  palisade::v1::EngineSnapshot snapshot;
+  {
+    ShipDedup dedup({}, registry_);
+    ASSERT_TRUE(dedup.Take(kAnyone, Batch({"a1", "a2"}, 0, 7), pipeline_.process()).ok());
+    ASSERT_TRUE(dedup.Take("host-a", Batch({"h1"}, 0, 8), pipeline_.process()).ok());
+    dedup.Consistent([&](const std::vector<palisade::v1::ShippedPosition>& positions) {
+      for (const auto& p : positions) *snapshot.add_shipped() = p;
+    });
+  }
+  ASSERT_EQ(snapshot.shipped_size(), 2);
+  ASSERT_EQ(snapshot.shipped(1).client(), "");
+  snapshot.mutable_shipped(1)->clear_client();  // as written before 2026-12-07
+  prometheus::Registry other;
+  ShipDedup restored({}, other);
+  EXPECT_EQ(restored.Restore(snapshot, /*clients=*/{}), 1u);  // host-a's
+  EXPECT_EQ(restored.files(), 1u);
+  pipeline_.lines.clear();
+  ASSERT_TRUE(restored.Take(kAnyone, Batch({"a1", "a2", "a3"}, 0, 7), pipeline_.process()).ok());
+  ASSERT_TRUE(restored.Take(kAnyone, Batch({"h1"}, 0, 8), pipeline_.process()).ok());
+  EXPECT_THAT(pipeline_.lines, ElementsAre("a3", "h1"));
+  EXPECT_EQ(restored.duplicate_lines(), 2u) << "the resent a1, a2 were taken again";
 }
 
 }  // namespace

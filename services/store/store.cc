@@ -372,10 +372,12 @@ constexpr const char* kSchema4 = R"sql(
     PRAGMA user_version = 4;
     COMMIT;)sql";
 
-// Version 5: the claims waiting behind a target's active decision (WaitingClaimRow), which a
-// restart lost (only the feeds' came back, with the first sync). Rows of a target are replaced
+// Version 5: the claims waiting behind a target's decision (WaitingClaimRow), which a restart
+// lost (only the feeds' came back, with the first sync). Rows of a target are replaced
 // together, found by the target's index; each names the decision it waits behind, so that a
-// row a mirror could not keep up to date never comes back behind another decision.
+// row a mirror could not keep up to date never comes back behind another decision. That
+// decision is the target's active one, or, on a cluster mirror, one its own sweep ended before
+// the writer's word came (kept for a take-over: DecisionTable::RestoreMirrorEndedLocked).
 constexpr const char* kSchema5 = R"sql(
     BEGIN;
     CREATE TABLE waiting_claims (

@@ -2,6 +2,8 @@
 // caps, cutting it into records, and a whole upload over loopback HTTP into a sink that takes
 // every batch (the pipeline's cost is measured by engine_bench and file_input_bench).
 //   bazel run -c opt //tests/bench:logpush_bench
+#include <sys/stat.h>
+
 #include <zlib.h>
 
 #include <cstdlib>
@@ -88,6 +90,7 @@ void BM_UploadOverLoopback(benchmark::State& state) {
   const char* tmp = std::getenv("TMPDIR");
   const std::string secret_file = absl::StrCat(tmp ? tmp : "/tmp", "/logpush-bench-secret");
   std::ofstream(secret_file) << kSecret;
+  ::chmod(secret_file.c_str(), 0600);  // the receiver refuses a secret others may read
   palisade::v1::LogpushInput config;
   config.set_name("bench");
   config.set_listen("127.0.0.1:0");

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -1442,15 +1443,20 @@ Response FakeCloudflare::AuditLogsV2(const Request& r, const Caller& c) {
   const int limit = QueryInt(r, "limit", 100);
   if (limit < 1 || limit > 1000) return Error(400, 10400, "limit must be in 1..1000");
   const std::string token_id = Query(r, "actor_token_id");
-  std::vector<const json*> hits;
+  std::vector<std::pair<absl::Time, const json*>> hits;
   for (const json& e : audit_) {
     absl::Time when;
     std::string err;
     if (!absl::ParseTime(absl::RFC3339_full, e["when"].get<std::string>(), &when, &err)) continue;
     if (when < since || when >= before) continue;
     if (!token_id.empty() && e["_v2"]["token_id"] != token_id) continue;
-    hits.push_back(&e);
+    hits.emplace_back(when, &e);
   }
+  // The API lists by record time, not in the order it indexed the records: one indexed late
+  // comes below newer ones listed before it (what a newest-first reader stopping at records it
+  // has seen may not reach). Records of the same time keep the order they were written.
+  std::stable_sort(hits.begin(), hits.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
   if (Query(r, "direction") != "asc") std::reverse(hits.begin(), hits.end());
   // The cursor is opaque to clients; here it is the offset of the next record.
   size_t begin = 0;
@@ -1462,7 +1468,7 @@ Response FakeCloudflare::AuditLogsV2(const Request& r, const Caller& c) {
   const size_t end = std::min(hits.size(), begin + limit);
   json result = json::array();
   for (size_t i = begin; i < end; ++i) {
-    const json& e = *hits[i];
+    const json& e = *hits[i].second;
     const json& v2 = e["_v2"];
     json actor = {{"id", e["actor"]["id"]},
                   {"context", v2["context"]},

@@ -2,7 +2,12 @@
 // tests rely on, asserted through FakeCloudflare::Handle.
 #include "tests/cloudflare_fake/fake_cloudflare.h"
 
+#include <map>
+#include <string>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -477,6 +482,45 @@ TEST_F(FakeCloudflareTest, AuditLogsV1AndV2Shapes) {
   q.erase("cursor");
   q["actor_token_id"] = "00000000000000000000000000000000";
   EXPECT_THAT(Body(Call("GET", v2, "", q))["result"], SizeIs(0));
+}
+
+// v2 lists by record time, as the API does, not in the order records were written: one written
+// late (its time older than records listed before it) comes below the newer ones, newest first.
+TEST_F(FakeCloudflareTest, AuditLogsV2ListByRecordTime) {
+  auto rule = [this](int i) {
+    Response r = Call(
+        "POST", Zone() + "/firewall/access_rules/rules",
+        absl::StrCat(R"({"mode":"block","configuration":{"target":"ip","value":"203.0.113.)", i,
+                     R"("},"notes":"n"})"));
+    EXPECT_EQ(r.status, 200) << r.body;
+  };
+  const absl::Time start = clock_.TimeNow();
+  rule(1);
+  clock_.Advance(absl::Minutes(2));
+  rule(2);
+  clock_.Set(start + absl::Minutes(1));  // written after 2, between 1 and 2 by time
+  rule(3);
+  clock_.Set(start + absl::Minutes(3));
+  auto values = [this](const std::string& direction) {
+    std::map<std::string, std::string> q = {
+        {"since", "2000-01-01"}, {"before", "2100-01-01"}, {"direction", direction}};
+    std::vector<absl::Time> times;
+    Response r = Call("GET", Account() + "/logs/audit", "", q);
+    EXPECT_EQ(r.status, 200) << r.body;
+    const json body = Body(r);
+    for (const json& e : body["result"]) {
+      absl::Time t;
+      std::string err;
+      EXPECT_TRUE(absl::ParseTime(absl::RFC3339_full, e["action"]["time"].get<std::string>(),
+                                  &t, &err));
+      times.push_back(t);
+    }
+    return times;
+  };
+  const std::vector<absl::Time> by_time = {start + absl::Minutes(2), start + absl::Minutes(1),
+                                           start};
+  EXPECT_EQ(values("desc"), by_time);
+  EXPECT_EQ(values("asc"), std::vector<absl::Time>(by_time.rbegin(), by_time.rend()));
 }
 
 // List items: one IPv4 address is the same item bare or as /32; IPv6 items are /64 or wider.

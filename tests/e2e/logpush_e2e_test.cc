@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -46,9 +47,11 @@ std::string Tmp(const std::string& name) {
   return absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
 }
 
+// Owner-only, as palisaded wants a secret file (the config and the rule packs too: harmless).
 std::string Write(const std::string& name, const std::string& content) {
   const std::string path = Tmp(name);
   std::ofstream(path, std::ios::binary) << content;
+  ::chmod(path.c_str(), 0600);
   return path;
 }
 
