@@ -1,5 +1,6 @@
 #include "services/inputs/file_inputs.h"
 
+#include <fnmatch.h>
 #include <glob.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -152,6 +153,23 @@ size_t MaxFiles(const palisade::v1::FileInput& f) {
   return f.max_files() > 0 ? f.max_files() : kDefaultMaxFiles;
 }
 
+// The files an input may follow at once, counted against kMaxMaxFiles for all inputs together:
+// its named paths (always followed, one each); with a glob, max_files (its named paths among
+// them) or its named paths when more. An input of named paths only follows no more than those:
+// counted at the 1,024 default, 17 inputs of one log each were refused.
+size_t Places(const palisade::v1::FileInput& f) {
+  size_t named = 0;
+  bool glob = false;
+  for (const std::string& p : f.paths()) {
+    if (IsGlob(p)) {
+      glob = true;
+    } else {
+      ++named;
+    }
+  }
+  return glob ? std::max(MaxFiles(f), named) : named;
+}
+
 }  // namespace
 
 bool ValidInputName(const std::string& name) {
@@ -263,12 +281,12 @@ absl::StatusOr<std::unique_ptr<FileInputs>> FileInputs::Create(
       return absl::InvalidArgumentError(absl::StrCat(where, "max_files ", f.max_files(),
                                                      " is over ", kMaxMaxFiles));
     }
-    max_files += MaxFiles(f);
+    max_files += Places(f);
     if (max_files > kMaxMaxFiles) {
       // Four inputs of 16,384 would take every descriptor: bounded together too.
       return absl::InvalidArgumentError(absl::StrCat(
-          where, "the file inputs' max_files (1,024 where not set) add up to ", max_files,
-          " with this one's, over ", kMaxMaxFiles));
+          where, "the file inputs' max_files (1,024 where not set; an input without a glob "
+          "counts its paths) add up to ", max_files, " with this one's, over ", kMaxMaxFiles));
     }
     for (const std::string& path : f.paths()) {
       if (path.empty() || path[0] != '/') {
@@ -533,6 +551,17 @@ void FileInputs::DiscoverLocked(Input& input) {
     follower.follow_owned_symlink = Named(input.config, path) || linked.count(path) > 0;
     if (auto dir = trusted_dir.find(path); dir != trusted_dir.end()) {
       follower.trusted_dir = dir->second;
+    } else if (!Named(input.config, path)) {
+      // A glob's file not matched now (a restored position whose file the glob matches only
+      // under a rotated name, its path not created again yet): the first glob whose pattern
+      // takes the path gives the directory. Without it the path, once there, was opened through
+      // any link a tenant put in place of a directory below the glob's literal part.
+      for (const std::string& p : input.config.paths()) {
+        if (IsGlob(p) && ::fnmatch(p.c_str(), path.c_str(), FNM_PATHNAME | FNM_PERIOD) == 0) {
+          follower.trusted_dir = LiteralDir(p);
+          break;
+        }
+      }
     }
     // One byte past the pipeline's cap: a line cut here still reaches the pipeline longer than
     // its cap, so the pipeline cuts it again, flags it (ParsedLine::cut: its end is not its
@@ -622,7 +651,10 @@ void FileInputs::DiscoverLocked(Input& input) {
         }
       }
     }
-    if (!matched_elsewhere) {
+    // Counted against max_files as the restored positions above: past it the position waits
+    // for a place (saved on as restored).
+    if (!matched_elsewhere ||
+        (input.files.size() >= MaxFiles(input.config) && !Named(input.config, it->first))) {
       ++it;
       continue;
     }
@@ -688,14 +720,18 @@ void FileInputs::DiscoverLocked(Input& input) {
   }
   input.not_followed->Set(static_cast<double>(over));
   // Said when it starts, at most once a minute (matches coming and going toggle it each round).
-  if (over > 0 && !input.over_said && absl::Now() - input.over_said_at >= absl::Minutes(1)) {
+  // An episode the minute kept unsaid is said once the minute is over (over_said is set only
+  // when said: set at once, one starting within a minute of the last was never said).
+  if (over == 0) {
+    input.over_said = false;
+  } else if (!input.over_said && absl::Now() - input.over_said_at >= absl::Minutes(1)) {
+    input.over_said = true;
     input.over_said_at = absl::Now();
     input.errors->Increment();
     Log(absl::StrCat("input ", input.config.name(), ": its globs match more files than max_files (",
                      max_files, "): ", over, " not followed (palisade_input_files_not_followed); "
                      "raise inputs.files.max_files, or narrow the globs"));
   }
-  input.over_said = over > 0;
   // Bounded: a file neither open nor matched any more is forgotten (its inode may be reused).
   std::set<FileKey> matched;
   for (const auto& [path, key] : globbed) matched.insert(key);

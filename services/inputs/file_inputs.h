@@ -222,7 +222,8 @@ class FileInputs {
     prometheus::Counter* errors = nullptr;
     prometheus::Counter* cut = nullptr;  // lines cut at the input's cap
     prometheus::Gauge* lag = nullptr;
-    // Glob matches not followed past max_files (FileInput.max_files), and whether that was said.
+    // Glob matches not followed past max_files (FileInput.max_files), and whether this episode
+    // of them was said (false while there are none).
     prometheus::Gauge* not_followed = nullptr;
     bool over_said = false;
     absl::Time over_said_at = absl::InfinitePast();  // when last said (at most once a minute)

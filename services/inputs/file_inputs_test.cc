@@ -1510,6 +1510,37 @@ TEST_F(FileInputsTest, MaxFilesOverAllInputsIsBounded) {
                   .ok());
 }
 
+// An input of named paths only follows those (one descriptor each): counted as its paths in
+// the inputs' total, not at max_files' default of 1,024, which refused 17 inputs of one log each
+// (17 x 1,024 > 16,384). An input with a glob still counts its max_files.
+TEST_F(FileInputsTest, InputsOfNamedPathsCountTheirPathsAgainstTheTotal) {
+  palisade::v1::InputsConfig config;
+  for (int i = 0; i < 17; ++i) {
+    palisade::v1::FileInput* f = config.add_files();
+    f->set_name(absl::StrCat("app", i));
+    f->set_format("syslog");
+    f->add_paths(absl::StrCat(dir_, "/app", i, ".log"));
+  }
+  auto sink = [](const palisade::v1::LogBatch&) { return absl::OkStatus(); };
+  {
+    absl::StatusOr<std::unique_ptr<FileInputs>> inputs =
+        FileInputs::Create(config, {}, sink, registry_);
+    EXPECT_TRUE(inputs.ok()) << inputs.status();
+  }
+  // 17 named paths and a glob's 16,368: one over.
+  palisade::v1::FileInput* glob = config.add_files();
+  glob->set_name("globbed");
+  glob->set_format("syslog");
+  glob->add_paths(dir_ + "/*.log");
+  glob->set_max_files(16368);
+  absl::StatusOr<std::unique_ptr<FileInputs>> inputs =
+      FileInputs::Create(config, {}, sink, registry_);
+  ASSERT_FALSE(inputs.ok());
+  EXPECT_THAT(std::string(inputs.status().message()), HasSubstr("16385"));
+  glob->set_max_files(16367);
+  EXPECT_TRUE(FileInputs::Create(config, {}, sink, registry_).ok());
+}
+
 TEST_F(FileInputsTest, ANamedPathMayBeASymlinkOwnedByRootOrTheDaemon) {
   Append("real.log", "r1\n");
   if (geteuid() != 0) GTEST_SKIP() << "needs root to give a link another owner";
@@ -1545,6 +1576,92 @@ TEST_F(FileInputsTest, ADirectorySwappedForAnotherUsersLinkIsNotReadThrough) {
   for (int i = 0; i < 3; ++i) inputs->PollOnce();
   EXPECT_THAT(lines_, ElementsAre("l1"));
   for (const auto& c : inputs->Checkpoints()) EXPECT_NE(c.path(), dir_ + "/www/t1/logs/cf_token");
+}
+
+// A restored position whose file the glob matches only under a rotated name (app.log rotated to
+// app.log-20261207 while the daemon was down, not created again) is read on there by the path's
+// follower, which then opens the path below the glob's literal part, as a match's follower does
+// (FileFollowerOptions::trusted_dir). It had none (the path is no match now): a directory
+// swapped meanwhile for another user's link had the path opened through it, and the secret
+// there read as the log's next lines.
+TEST_F(FileInputsTest, APositionResumedUnderARotatedNameOpensItsPathBelowTheGlob) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to give a link another owner";
+  ASSERT_EQ(std::system(absl::StrCat("mkdir -p ", dir_, "/www/t1/logs ", dir_, "/secrets")
+                            .c_str()),
+            0);
+  Append("www/t1/logs/app.log", "l1\n");
+  Append("secrets/app.log", "SECRET\n");
+  const palisade::v1::InputsConfig config = Config({"www/*/logs/*"});
+  std::vector<palisade::v1::FileCheckpoint> saved;
+  {
+    auto inputs = Make(config);
+    inputs->PollOnce();
+    saved = inputs->Checkpoints();
+  }
+  ASSERT_THAT(lines_, ElementsAre("l1"));
+  ASSERT_EQ(saved.size(), 1u);
+  Append("www/t1/logs/app.log", "l2\nl3\n");
+  const std::string logs = dir_ + "/www/t1/logs";
+  ASSERT_EQ(::rename((logs + "/app.log").c_str(), (logs + "/app.log-20261207").c_str()), 0);
+  // Once the rotated file's lines (a full batch) are taken, the tenant swaps the directory for
+  // a link to the secrets' within the round: the follower reads on to its path before the next
+  // round's glob sees the link (and drops it).
+  bool swapped = false;
+  FileInputsOptions options;
+  options.batch_lines = 2;
+  options.checkpoints = saved;
+  options.log = [this](const std::string& message) { logs_.push_back(message); };
+  absl::StatusOr<std::unique_ptr<FileInputs>> inputs = FileInputs::Create(
+      config, options,
+      [&](const palisade::v1::LogBatch& b) {
+        for (const auto& r : b.records()) lines_.push_back(r.line());
+        if (!swapped) {
+          swapped = true;
+          EXPECT_EQ(::rename(logs.c_str(), (dir_ + "/www/t1/x").c_str()), 0);
+          EXPECT_EQ(::symlink((dir_ + "/secrets").c_str(), logs.c_str()), 0);
+          EXPECT_EQ(::lchown(logs.c_str(), 12345, 12345), 0);
+        }
+        return absl::OkStatus();
+      },
+      registry_);
+  ASSERT_TRUE(inputs.ok()) << inputs.status();
+  for (int i = 0; i < 3; ++i) (*inputs)->PollOnce();
+  EXPECT_TRUE(swapped);
+  EXPECT_THAT(lines_, ElementsAre("l1", "l2", "l3"));
+}
+
+// Positions resumed under a rotated name (the path not created again) count against max_files
+// as the other restored ones: each such follower holds a descriptor. Past it one waits for a
+// place, saved on as restored, and its rotated file is not read as a new one.
+TEST_F(FileInputsTest, PositionsResumedUnderARotatedNameCountAgainstMaxFiles) {
+  Append("a.log", "a1\n");
+  Append("b.log", "b1\n");
+  palisade::v1::InputsConfig config = Config({"*"});
+  std::vector<palisade::v1::FileCheckpoint> saved;
+  {
+    auto inputs = Make(config);
+    inputs->PollOnce();
+    saved = inputs->Checkpoints();
+  }
+  ASSERT_EQ(saved.size(), 2u);
+  Append("a.log", "a2\n");
+  Append("b.log", "b2\n");
+  for (const char* name : {"a.log", "b.log"}) {
+    const std::string path = absl::StrCat(dir_, "/", name);
+    ASSERT_EQ(::rename(path.c_str(), (path + "-20261207").c_str()), 0);
+  }
+  lines_.clear();
+  config.mutable_files(0)->set_max_files(1);
+  auto inputs = Make(config, saved);
+  inputs->PollOnce();
+  inputs->PollOnce();
+  EXPECT_THAT(lines_, ElementsAre("a2"));
+  EXPECT_EQ(Gauge("palisade_input_files_not_followed"), 1.0);  // b.log-20261207
+  bool waits = false;
+  for (const auto& c : inputs->Checkpoints()) {
+    waits = waits || (c.path() == dir_ + "/b.log" && c.offset() == 3);
+  }
+  EXPECT_TRUE(waits);
 }
 
 // Copies left out (hard links to a file drained at a rotation) take no place at runtime and are

@@ -53,6 +53,53 @@ bool ValidPath(const std::string& path) {
   return true;
 }
 
+// Whether `line`, an NDJSON record, is an object with the key "RayID" at its top level. Not a
+// substring match: a client whose User-Agent or Referer is exactly RayID is written
+// `"ClientRequestUserAgent":"RayID"`, and a batch of such records without a RayID was taken for
+// one whose records are distinct. A scan, not a parse (it runs on every record; the pipeline
+// parses them): a string is skipped to its first quote not escaped (inside a string a quote is
+// always escaped), and only a string at depth 1 right after '{' or ',' and followed by ':' is a
+// key. A record cut at max_record_bytes counts the keys before the cut.
+bool HasRayIdKey(absl::string_view line) {
+  constexpr absl::string_view kKey = "\"RayID\"";
+  if (!absl::StrContains(line, kKey)) return false;  // every record of a job without RayID
+  constexpr absl::string_view kSpace = " \t\r\n";
+  size_t i = line.find_first_not_of(kSpace);
+  if (i == absl::string_view::npos || line[i] != '{') return false;
+  int depth = 0;
+  bool key_next = false;  // at depth 1 after '{' or ',': the next string is a key
+  for (; i < line.size(); ++i) {
+    switch (line[i]) {
+      case '"':
+        if (key_next && line.substr(i, kKey.size()) == kKey) {
+          const size_t colon = line.find_first_not_of(kSpace, i + kKey.size());
+          if (colon != absl::string_view::npos && line[colon] == ':') return true;
+        }
+        for (++i; i < line.size() && line[i] != '"'; ++i) {
+          if (line[i] == '\\') ++i;  // the escaped byte is skipped with it
+        }
+        key_next = false;
+        break;
+      case '{':
+      case '[':
+        ++depth;
+        key_next = depth == 1;  // the record's own '{' (its first byte is one)
+        break;
+      case '}':
+      case ']':
+        if (--depth <= 0) return false;  // the record's end
+        key_next = false;
+        break;
+      case ',':
+        key_next = depth == 1;
+        break;
+      default:
+        break;  // whitespace, ':', numbers and literals
+    }
+  }
+  return false;
+}
+
 // Why an upload failed while its body was read; each is a value of the outcome label.
 // kSplitStopped: the UploadSplitter stopped (its stop() says why).
 enum class ReadFailure { kNone, kTooLarge, kInflatedTooLarge, kNotGzip, kSplitStopped };
@@ -66,8 +113,8 @@ enum class ReadFailure { kNone, kTooLarge, kInflatedTooLarge, kNotGzip, kSplitSt
 class UploadSplitter {
  public:
   enum class Stop { kNone, kTooManyRecords, kHandFailed };
-  // `ray_ids`: every record of the batch holds the key "RayID" (what makes two files' records
-  // differ: without it, two uploads of a quiet zone can be the same lines).
+  // `ray_ids`: every record of the batch has the top-level key "RayID" (HasRayIdKey: what makes
+  // two files' records differ; without it, two uploads of a quiet zone can be the same lines).
   using Hand = std::function<absl::Status(palisade::v1::LogBatch&, const std::string& digest,
                                           bool ray_ids)>;
 
@@ -144,7 +191,7 @@ class UploadSplitter {
       if (!HandBatch()) return false;
     }
     batch_.add_records()->set_line(line.data(), line.size());
-    ray_ids_ = ray_ids_ && absl::StrContains(line, "\"RayID\"");
+    ray_ids_ = ray_ids_ && HasRayIdKey(line);
     held_ += held;
     if (cut) ++cut_;
     line_.clear();
@@ -191,7 +238,7 @@ class UploadSplitter {
   std::string digest_;  // the last batch handed's (zeros before the first)
   palisade::v1::LogBatch batch_;
   size_t held_ = 0;     // what batch_'s records hold (lines plus kRecordHeldBytes each)
-  bool ray_ids_ = true;  // every record of batch_ holds the key "RayID"
+  bool ray_ids_ = true;  // every record of batch_ has the top-level key "RayID"
   std::string line_;    // the line being read, up to max_record_bytes + 1
   bool over_ = false;   // line_ was cut
   std::string head_;    // the first kCheckBytes + 1 inflated bytes
@@ -659,6 +706,12 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
     // the body as sent plus a batch and a record per upload.
     const palisade::v1::LogpushInput& c = self->config_;
     std::string body;
+    // Sized once by Content-Length (at most the cap): appending doubles the capacity, so a
+    // 16 MiB body read in pieces held up to 32 MiB.
+    uint64_t length = 0;
+    if (absl::SimpleAtoi(req.get_header_value("Content-Length"), &length)) {
+      body.reserve(static_cast<size_t>(std::min<uint64_t>(length, c.max_body_bytes())));
+    }
     ReadFailure failure = ReadFailure::kNone;
     const bool read = content_reader([&](const char* data, size_t n) {
       if (n > c.max_body_bytes() - body.size()) {
@@ -673,12 +726,18 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
     // counts the timeout (on_deadline). Nothing was handed to the sink.
     if (!read && RequestCutShort()) return;
     size_t taken = 0, duplicates = 0, lines = 0;
+    // The batches without RayIDs this upload handed (or skipped as a refused upload's): remembered
+    // if it ends non-2xx, since Logpush then sends the same file again.
+    std::vector<std::string> without_ray_ids;
     UploadSplitter splitter(
         self->options_,
         [&](palisade::v1::LogBatch& batch, const std::string& digest, bool dedupable) {
           bool duplicate = false;
           absl::Status s = self->Hand(batch, digest, dedupable, &duplicate);
           if (!s.ok()) return s;
+          if (!dedupable && without_ray_ids.size() < self->options_.max_remembered_batches) {
+            without_ray_ids.push_back(digest);
+          }
           if (duplicate) {
             ++duplicates;
           } else {
@@ -719,7 +778,10 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
     }
     self->inflated_bytes_->Increment(static_cast<double>(splitter.inflated()));
     if (splitter.cut() > 0) self->cut_->Increment(static_cast<double>(splitter.cut()));
-    // A refusal after batches were taken: they are remembered, so the resend skips them.
+    // A refusal after batches were taken: they are remembered, so the resend skips them (those
+    // with RayIDs were when taken; those without, now: the resend of a refused upload is the same
+    // file). Every failure below is answered non-2xx.
+    if (!read || failure != ReadFailure::kNone) self->RememberRefused(without_ray_ids);
     const std::string after =
         taken + duplicates == 0
             ? std::string()
@@ -832,13 +894,25 @@ absl::Status LogpushReceiver::Hand(palisade::v1::LogBatch& batch, const std::str
   batch.set_source(config_.source());
   // Files are not distinct by themselves (second-resolution timestamps; a field list without
   // RayID; a quiet zone's identical requests in one second): a batch whose records do not all
-  // carry a RayID may be another upload's same lines, so it is neither skipped nor remembered.
-  if (!ray_ids || options_.duplicate_window == absl::ZeroDuration()) {
+  // carry a RayID may be another upload's same lines, so it is not remembered when taken.
+  if (options_.duplicate_window == absl::ZeroDuration()) {
     absl::Status s = sink_(batch);
     if (s.ok()) not_deduplicated_->Increment();
     return s;
   }
   const absl::Time now = options_.clock->TimeNow();
+  if (!ray_ids) {
+    // Handed, but for the resend of an upload answered non-2xx after it had handed this batch
+    // (RememberRefused): that is the same file, and the batch is skipped, once.
+    ForgetRefused(now);
+    if (refused_digests_.erase(digest) > 0) {
+      *duplicate = true;
+      return absl::OkStatus();
+    }
+    absl::Status s = sink_(batch);
+    if (s.ok()) not_deduplicated_->Increment();
+    return s;
+  }
   while (!taken_.empty() && (now - taken_.front().first >= options_.duplicate_window ||
                              taken_.size() > options_.max_remembered_batches)) {
     taken_digests_.erase(taken_.front().second);
@@ -859,6 +933,29 @@ absl::Status LogpushReceiver::Hand(palisade::v1::LogBatch& batch, const std::str
     }
   }
   return absl::OkStatus();
+}
+
+void LogpushReceiver::RememberRefused(const std::vector<std::string>& digests) {
+  if (digests.empty() || options_.duplicate_window == absl::ZeroDuration()) return;
+  absl::MutexLock lock(&sink_mu_);
+  const absl::Time now = options_.clock->TimeNow();
+  for (const std::string& digest : digests) {
+    refused_digests_[digest] = now;
+    refused_.emplace_back(now, digest);
+  }
+  ForgetRefused(now);
+}
+
+void LogpushReceiver::ForgetRefused(absl::Time now) {
+  while (!refused_.empty() && (now - refused_.front().first >= options_.duplicate_window ||
+                               refused_.size() > options_.max_remembered_batches)) {
+    // An entry skipped since (and perhaps remembered again, later) is not the live one.
+    auto it = refused_digests_.find(refused_.front().second);
+    if (it != refused_digests_.end() && it->second == refused_.front().first) {
+      refused_digests_.erase(it);
+    }
+    refused_.pop_front();
+  }
 }
 
 }  // namespace palisade

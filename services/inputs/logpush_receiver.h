@@ -13,10 +13,11 @@
 // the records alone, so a resend is cut the same way), and a resend hands only the batches not
 // taken yet; one whose every batch was taken is answered 200 and counted as a duplicate. Files
 // are not distinct by themselves (second-resolution timestamps; a quiet zone's identical
-// requests in one second), so only a batch whose every record carries a "RayID" key is
-// remembered or skipped; others are always handed (counted:
-// palisade_logpush_batches_not_deduplicated_total): include RayID in the job's fields for
-// resends to count once. The digests are kept in memory
+// requests in one second), so only a batch whose every record has a top-level "RayID" key (not
+// a User-Agent or Referer of RayID) is remembered when taken; others are handed (counted:
+// palisade_logpush_batches_not_deduplicated_total), but for those an upload answered non-2xx had
+// handed: its resend is the same file, and skips each of them once. Include RayID in the job's
+// fields for a resend whose 200 was lost to count once. The digests are kept in memory
 // only: after a restart (or a crash) mid-upload, Logpush's resend hands again the batches taken
 // before it.
 //
@@ -64,6 +65,7 @@
 #include <atomic>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -120,8 +122,9 @@ struct LogpushReceiverOptions {
   // previous batch's digest and this batch's lines, so it names the upload's records up to this
   // batch's end), so that a resend (its 200 lost, or a retry after a refusal midway) hands none
   // of them to the sink again; at most max_remembered_batches (the oldest forgotten first), each
-  // digest held twice (~220 bytes). Only batches whose every record carries a RayID; in memory:
-  // a restart forgets them. Zero: off (every batch handed); negative: 1 h.
+  // digest held twice (~220 bytes). Only batches whose every record carries a RayID, and those
+  // without that an upload answered non-2xx had handed (as many again, each skipped once); in
+  // memory: a restart forgets them. Zero: off (every batch handed); negative: 1 h.
   absl::Duration duplicate_window = absl::Hours(1);
   size_t max_remembered_batches = 65'536;
   // Each socket read / write.
@@ -212,10 +215,17 @@ class LogpushReceiver {
   // Hands one batch of an upload to the sink, unless a batch with the same `digest` was taken
   // within duplicate_window (`*duplicate`). The digest is a chain: SHA-256 of the previous
   // batch's digest and this batch's lines, so it names the upload's records up to this batch's end.
-  // Only a batch whose records all carry a RayID (`ray_ids`) is looked up and remembered, and
-  // none when duplicate_window is 0.
+  // Only a batch whose records all carry a RayID (`ray_ids`) is remembered when taken; one
+  // without them is skipped only as one an upload answered non-2xx had handed (RememberRefused),
+  // once. None when duplicate_window is 0.
   absl::Status Hand(palisade::v1::LogBatch& batch, const std::string& digest, bool ray_ids,
                     bool* duplicate);
+  // Remembers the digests of the batches without RayIDs an upload answered non-2xx had handed:
+  // Logpush sends that file again, and its resend skips each of them once (a later upload of the
+  // same lines is another file, and is handed). For duplicate_window, at most
+  // max_remembered_batches; none when duplicate_window is 0.
+  void RememberRefused(const std::vector<std::string>& digests);
+  void ForgetRefused(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(sink_mu_);
 
   palisade::v1::LogpushInput config_;
   LogpushReceiverOptions options_;
@@ -230,6 +240,11 @@ class LogpushReceiver {
   // Digests of the batches taken, oldest first, with when (duplicate_window).
   std::deque<std::pair<absl::Time, std::string>> taken_ ABSL_GUARDED_BY(sink_mu_);
   std::set<std::string> taken_digests_ ABSL_GUARDED_BY(sink_mu_);
+  // Digests of the batches without RayIDs that uploads answered non-2xx had handed, oldest first
+  // with when; an entry whose digest was skipped since (or remembered again) is stale. The map
+  // holds the live ones, with when they were remembered.
+  std::deque<std::pair<absl::Time, std::string>> refused_ ABSL_GUARDED_BY(sink_mu_);
+  std::map<std::string, absl::Time> refused_digests_ ABSL_GUARDED_BY(sink_mu_);
   absl::Mutex log_mu_;
   absl::Time last_refusal_log_ ABSL_GUARDED_BY(log_mu_) = absl::InfinitePast();
   size_t refusals_not_logged_ ABSL_GUARDED_BY(log_mu_) = 0;

@@ -716,6 +716,100 @@ TEST_F(LogpushServerTest, UploadsWithoutRayIdsAreNeverSkippedAsResends) {
   EXPECT_EQ(Metric("palisade_logpush_batches_not_deduplicated_total"), 4);
 }
 
+// The RayID check was a substring match for "RayID": a client whose User-Agent or Referer is
+// exactly RayID is written "ClientRequestUserAgent":"RayID", and two uploads of such records
+// (the same lines) were one: the second was skipped as a resend and never reached the rules.
+// Only a top-level key counts.
+TEST_F(LogpushServerTest, RayIdAsAValueOrANestedKeyIsNotARayId) {
+  StartReceiver();
+  const std::vector<std::string> records = {
+      "{\"ClientIP\":\"203.0.113.5\",\"ClientRequestUserAgent\":\"RayID\"}",
+      "{\"ClientRequestReferer\": \"RayID\" ,\"ClientIP\":\"203.0.113.5\"}",
+      // A value holding ","RayID":" (its quotes escaped, as they are in a value).
+      "{\"ClientRequestUserAgent\":\"x\\\",\\\"RayID\\\":\\\"1\"}",
+      "{\"RequestHeaders\":{\"RayID\":\"7d1c2a3b4c5d6e7f\"}}",  // not the record's own key
+      "{\"SecurityActions\":[\"RayID\"],\"ClientIP\":\"203.0.113.5\"}",
+      "[\"RayID\",\"RayID\"]",
+  };
+  for (const std::string& record : records) {
+    for (int i = 0; i < 2; ++i) {
+      auto res = Post(Gzip(record + "\n" + record + "\n"));
+      ASSERT_TRUE(res);
+      EXPECT_EQ(res->status, 200);
+    }
+  }
+  EXPECT_EQ(batches_.size(), 2 * records.size());
+  EXPECT_EQ(Outcome("duplicate"), 0);
+  EXPECT_EQ(Metric("palisade_logpush_batches_not_deduplicated_total"), 2 * records.size());
+  // The key itself, wherever it is among the top-level keys and however spaced, still counts.
+  const std::string keyed = Gzip(
+      "{\"ClientRequestUserAgent\":\"RayID\",\"RequestHeaders\":{\"a\":[1,{\"b\":2}]},"
+      "\"RayID\":\"7d1c2a3b4c5d6e7f\"}\n"
+      "{ \"RayID\" : \"7d1c2a3b4c5d6e80\" }\n");
+  for (int i = 0; i < 2; ++i) {
+    auto res = Post(keyed);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200);
+  }
+  EXPECT_EQ(batches_.size(), 2 * records.size() + 1);
+  EXPECT_EQ(Outcome("duplicate"), 1);
+}
+
+// A refusal partway through an upload without RayIDs (the sink refusing batch k, or a 400 or 413
+// after some batches) left the batches it had handed unremembered, and Logpush's resend of the
+// file handed them again: their records were counted twice. The batches an upload answered
+// non-2xx had handed are remembered whatever their RayIDs; its resend skips each once.
+TEST_F(LogpushServerTest, ARetryWithoutRayIdsAfterARefusalMidUploadCountsEachRecordOnce) {
+  LogpushReceiverOptions options;
+  options.max_batch_records = 2;
+  int calls = 0;
+  before_sink_ = [&] { fail_ = ++calls == 2; };
+  StartReceiver(options);
+  const std::string file = Gzip("r1\nr2\nr3\nr4\nr5\nr6\n");
+  auto refused = Post(file);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 503);
+  ASSERT_EQ(batches_.size(), 1u);
+  auto retried = Post(file);
+  ASSERT_TRUE(retried);
+  EXPECT_EQ(retried->status, 200);
+  std::vector<std::string> all;
+  for (const auto& batch : batches_) {
+    for (const std::string& line : Lines(batch)) all.push_back(line);
+  }
+  EXPECT_THAT(all, ElementsAre("r1", "r2", "r3", "r4", "r5", "r6"));
+  EXPECT_EQ(Metric("palisade_logpush_lines_total"), 6);
+  EXPECT_EQ(Outcome("unavailable"), 1);
+  EXPECT_EQ(Outcome("ok"), 1);
+  // Skipped once: the same lines sent after the resend was taken are another file (without
+  // RayIDs files are not told apart), and are handed.
+  auto again = Post(file);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 200);
+  EXPECT_EQ(Metric("palisade_logpush_lines_total"), 12);
+  EXPECT_EQ(Outcome("duplicate"), 0);
+}
+
+// A 413 after batches were handed: the resend is refused again at the same record, and hands
+// none of them again (those it skipped are remembered again, for the next resend).
+TEST_F(LogpushServerTest, ResendsOfAnUploadRefusedAfterSomeBatchesHandNoneOfThemAgain) {
+  LogpushReceiverOptions options;
+  options.max_batch_records = 2;
+  options.max_records = 3;
+  StartReceiver(options);
+  const std::string file = Gzip("r1\nr2\nr3\nr4\n");
+  for (int i = 0; i < 3; ++i) {
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", receiver_->port());
+    auto res = Post(file);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 413);
+  }
+  ASSERT_EQ(batches_.size(), 1u);
+  EXPECT_THAT(Lines(batches_[0]), ElementsAre("r1", "r2"));
+  EXPECT_EQ(Metric("palisade_logpush_lines_total"), 2);
+  EXPECT_EQ(Outcome("too_many_records"), 3);
+}
+
 TEST_F(LogpushServerTest, ADuplicateWindowOfZeroHandsEveryResend) {
   LogpushReceiverOptions options;
   options.duplicate_window = absl::ZeroDuration();
