@@ -1811,11 +1811,7 @@ absl::Status BouncerApi::Start() {
   if (config_.max_connections_per_address() > 0) {
     options.max_connections_per_address = config_.max_connections_per_address();
     options.on_address_refused = [address_busy] { address_busy->Increment(); };
-    std::function<bool(absl::string_view)> loopback =
-        loopback_peer_ ? loopback_peer_ : IsLoopbackPeer;
-    options.exempt_from_address_limit = [loopback](const std::string& peer) {
-      return loopback(peer);
-    };
+    options.exempt_from_address_limit = loopback_peer_ ? loopback_peer_ : IsLoopbackPeer;
   }
   if (!tls.cert_file().empty()) {
     for (const std::string* f : {&tls.cert_file(), &tls.key_file(), &tls.client_ca_file()}) {

@@ -16,11 +16,6 @@
 namespace palisade {
 namespace {
 
-// An operator who wrote the token itself where its file or variable goes (the config refuses
-// the shapes it knows; a caller may build a CredentialSource itself) sees its fingerprint, not
-// the token, in the log.
-std::string Shown(absl::string_view name) { return ShownSecretName(name); }
-
 // A secret file is a regular file (a FIFO would block its reader; a directory reads as empty),
 // owner-only: a secret others on the host can read (or rewrite) is a secret already shared,
 // refused, not warned about, so the mistake is fixed before the token is ever used.
@@ -28,13 +23,13 @@ absl::Status CheckSecretStat(const struct stat& st, const std::string& path,
                              absl::string_view what) {
   if (!S_ISREG(st.st_mode)) {
     return absl::InvalidArgumentError(
-        absl::StrCat(what, " file ", Shown(path), " is not a regular file"));
+        absl::StrCat(what, " file ", ShownSecretName(path), " is not a regular file"));
   }
   if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
     char mode[8];
     snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
     return absl::PermissionDeniedError(absl::StrCat(
-        what, " file ", Shown(path), " is accessible by group or others (mode ", mode,
+        what, " file ", ShownSecretName(path), " is accessible by group or others (mode ", mode,
         "); it holds a secret: chmod 600 it (owner only)"));
   }
   return absl::OkStatus();
@@ -48,12 +43,14 @@ constexpr size_t kMaxSecretFileBytes = 64 << 10;
 absl::StatusOr<std::string> ReadFirstLine(const std::string& path, const char* what) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
-    return absl::NotFoundError(absl::StrCat(what, " file ", Shown(path), " cannot be read"));
+    return absl::NotFoundError(
+        absl::StrCat(what, " file ", ShownSecretName(path), " cannot be read"));
   }
   struct stat st;
-  absl::Status s = ::fstat(fd, &st) == 0 ? CheckSecretStat(st, path, what)
-                                          : absl::NotFoundError(absl::StrCat(
-                                                what, " file ", Shown(path), " cannot be read"));
+  absl::Status s = ::fstat(fd, &st) == 0
+                       ? CheckSecretStat(st, path, what)
+                       : absl::NotFoundError(absl::StrCat(what, " file ", ShownSecretName(path),
+                                                          " cannot be read"));
   std::string content;
   char buf[4096];
   while (s.ok() && content.size() < kMaxSecretFileBytes &&
@@ -62,7 +59,8 @@ absl::StatusOr<std::string> ReadFirstLine(const std::string& path, const char* w
     if (n == 0) break;
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      s = absl::NotFoundError(absl::StrCat(what, " file ", Shown(path), " cannot be read"));
+      s = absl::NotFoundError(
+          absl::StrCat(what, " file ", ShownSecretName(path), " cannot be read"));
       break;
     }
     content.append(buf, static_cast<size_t>(n));
@@ -71,7 +69,8 @@ absl::StatusOr<std::string> ReadFirstLine(const std::string& path, const char* w
   if (!s.ok()) return s;
   std::string value(absl::StripAsciiWhitespace(content.substr(0, content.find('\n'))));
   if (value.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " file ", Shown(path), " is empty"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " file ", ShownSecretName(path), " is empty"));
   }
   return value;
 }
@@ -86,7 +85,8 @@ std::string ShownSecretName(absl::string_view name) {
 absl::Status CheckSecretFileMode(const std::string& path, absl::string_view what) {
   struct stat st;
   if (stat(path.c_str(), &st) != 0) {
-    return absl::NotFoundError(absl::StrCat(what, " file ", Shown(path), " cannot be read"));
+    return absl::NotFoundError(
+        absl::StrCat(what, " file ", ShownSecretName(path), " cannot be read"));
   }
   return CheckSecretStat(st, path, what);
 }
@@ -117,9 +117,8 @@ absl::StatusOr<Credentials> LoadCredentials(const CredentialSource& source) {
   } else if (!source.token_env.empty()) {
     const char* v = std::getenv(source.token_env.c_str());
     if (v == nullptr || *v == '\0') {
-      return absl::NotFoundError(
-          absl::StrCat("cloudflare: environment variable ", Shown(source.token_env),
-                       " is not set"));
+      return absl::NotFoundError(absl::StrCat("cloudflare: environment variable ",
+                                              ShownSecretName(source.token_env), " is not set"));
     }
     token = std::string(absl::StripAsciiWhitespace(v));
   } else {

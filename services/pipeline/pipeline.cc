@@ -1390,11 +1390,12 @@ palisade::v1::EngineSnapshot Pipeline::SnapshotWindows() const {
   return engine_.Snapshot();
 }
 
-void Pipeline::RestoreWindows(const palisade::v1::EngineSnapshot& snapshot) {
+size_t Pipeline::RestoreWindows(const palisade::v1::EngineSnapshot& snapshot) {
   absl::ReaderMutexLock rules_lock(&rules_mu_);
-  engine_.Restore(snapshot, clock_.TimeNow());
+  const size_t skipped = engine_.Restore(snapshot, clock_.TimeNow());
   absl::MutexLock lock(&metrics_mu_);
   PublishEngineGaugesLocked();
+  return skipped;
 }
 
 std::vector<uint64_t> Pipeline::matches_per_rule() const {

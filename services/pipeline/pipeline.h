@@ -316,7 +316,9 @@ class Pipeline {
 
   // The engine's windows, for the store (see Engine::Snapshot), and putting them back.
   palisade::v1::EngineSnapshot SnapshotWindows() const;
-  void RestoreWindows(const palisade::v1::EngineSnapshot& snapshot);
+  // Returns how many saved windows were skipped (Engine::Restore: their rule's key kind or
+  // capture changed, or the snapshot predates saying them).
+  size_t RestoreWindows(const palisade::v1::EngineSnapshot& snapshot);
 
   EngineStats engine_stats() const;
   size_t live_windows() const;  // the engine's windows now (Engine::live_windows)

@@ -478,17 +478,14 @@ int Run() {
   }
   if (!windows->empty()) {
     if (snapshot.ParseFromString(*windows)) {
-      pipeline.RestoreWindows(snapshot);
-      // This snapshot records no rule set version: windows written before they said what
-      // they counted (key kind and capture) are dropped (Engine::Restore), once, at the first
-      // restart on this version.
-      const auto unmarked = std::count_if(
-          snapshot.windows().begin(), snapshot.windows().end(),
-          [](const auto& w) { return !w.has_rule_key_kind() || !w.has_rule_key(); });
-      if (unmarked > 0) {
-        Log(absl::StrCat("state: ", unmarked, " saved windows dropped, written before they "
-                         "said what their rule counted (key kind and capture): their matches "
-                         "count again from now"));
+      // This snapshot records no rule set version: windows of a rule whose key kind or
+      // capture changed, and those written before they said (once, at the first restart on
+      // this version), are dropped (Engine::Restore).
+      const size_t dropped = pipeline.RestoreWindows(snapshot);
+      if (dropped > 0) {
+        Log(absl::StrCat("state: ", dropped, " saved windows dropped: their rule now counts "
+                         "another key, or they were written before they said which; their "
+                         "matches count again from now"));
       }
     } else {
       snapshot.Clear();
